@@ -1,0 +1,425 @@
+"""Posting to the double-entry ledger.
+
+Every transaction:
+
+* has postings that sum to zero (integer fen, debits positive, credits negative);
+* carries a unique idempotency key: posting the same request again returns the first result and
+  writes nothing; the same key with a different request is refused;
+* is chained: it stores the previous transaction's hash and its own hash over its content, so any
+  later edit is detectable by :func:`onecard.ledger.verify`;
+* is immutable: the database refuses UPDATE and DELETE on transactions and postings. A mistake is
+  corrected by :func:`reverse`, which posts the opposite postings with a reason code.
+
+Posting locks the single ``ledger_head`` row, so transactions are ordered into one chain even
+with several application instances on one PostgreSQL database. The caller owns the database
+transaction: nothing here commits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.orm import Session
+
+from onecard.errors import (
+    AlreadyReversed,
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidInput,
+    NotFound,
+    UnbalancedTransaction,
+    UnknownAccount,
+)
+from onecard.models import (
+    LedgerAccount,
+    LedgerHead,
+    LedgerPosting,
+    LedgerTransaction,
+    utcnow,
+)
+
+#: The largest amount one posting may carry: 100 million yuan, in fen.
+MAX_AMOUNT = 10_000_000_000
+#: Accounts that may not be drawn below ``-overdraft`` (customer money held by the office).
+LIMITED_PURPOSES = frozenset({"wallet", "shared_wallet"})
+CREDIT_NORMAL = frozenset({"liability", "revenue"})
+
+_KEY = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+_KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_REASON = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
+
+AccountRef = str | int
+
+# Core tables: posting writes with plain INSERT/UPDATE statements, not the unit of work.
+_TXN = LedgerTransaction.__table__
+_POSTING = LedgerPosting.__table__
+_ACCOUNT = LedgerAccount.__table__
+_HEAD = LedgerHead.__table__
+
+
+@dataclass(frozen=True)
+class Posted:
+    """The result of posting: the transaction, and whether this call created it."""
+
+    id: int
+    seq: int
+    idempotency_key: str
+    kind: str
+    hash: str
+    created_at: dt.datetime
+    postings: tuple[tuple[str, int], ...]
+    created: bool
+
+
+def check_amount(amount: object, field: str, *, allow_zero: bool = False) -> int:
+    """Return ``amount`` if it is a whole, positive number of fen within range; else raise."""
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise InvalidInput(
+            f"{field} must be a whole number of fen (an integer), not {amount!r}", field=field
+        )
+    if amount < 0 or (amount == 0 and not allow_zero):
+        raise InvalidInput(f"{field} must be positive, got {amount}", field=field)
+    if amount > MAX_AMOUNT:
+        raise InvalidInput(f"{field} must be at most {MAX_AMOUNT} fen, got {amount}", field=field)
+    return amount
+
+
+def check_key(key: object, field: str = "idempotency_key") -> str:
+    if not isinstance(key, str) or not _KEY.match(key):
+        raise InvalidInput(
+            f"{field} must be 1 to 128 characters of letters, digits and ._:@/+=-", field=field
+        )
+    return key
+
+
+def check_reason(reason: object) -> str:
+    if not isinstance(reason, str) or not _REASON.match(reason):
+        raise InvalidInput(
+            "reason_code must be 2 to 64 lower-case letters, digits or _ (like 'operator_error')",
+            field="reason_code",
+        )
+    return reason
+
+
+def _timestamp(value: dt.datetime) -> str:
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="microseconds")
+
+
+def request_fingerprint(
+    kind: str,
+    request: Mapping[str, Any] | None,
+    postings: Sequence[tuple[int, int]],
+    memo: str,
+    reason_code: str | None,
+    reverses_id: int | None,
+) -> str:
+    """What makes two calls "the same request" for the idempotency check.
+
+    Operations whose postings depend on the state of the ledger (``consume`` splits between
+    wallet and arrears) pass their parameters as ``request``, so a retry matches the first call.
+    """
+    what: Any = dict(request) if request is not None else sorted(postings)
+    body = json.dumps(
+        [kind, what, memo, reason_code, reverses_id],
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def lock_ledger(session: Session) -> tuple[int, str]:
+    """Take the ledger's write lock (the head row) for this database transaction; (seq, hash).
+
+    Call it before reading balances that decide what to post; :func:`post` takes it anyway.
+    """
+    row = session.execute(
+        select(LedgerHead.seq, LedgerHead.hash).where(LedgerHead.id == 1).with_for_update()
+    ).one()
+    return row.seq, row.hash
+
+
+def transaction_hash(
+    prev_hash: str, fields: dict[str, Any], postings: Sequence[tuple[int, int]]
+) -> str:
+    """The chain hash of one transaction: SHA-256 over the previous hash and a canonical body."""
+    body = {
+        "seq": fields["seq"],
+        "key": fields["idempotency_key"],
+        "request": fields["request_hash"],
+        "kind": fields["kind"],
+        "memo": fields["memo"],
+        "reason": fields["reason_code"],
+        "reverses": fields["reverses_id"],
+        "operator": fields["operator_id"],
+        "office": fields["office_id"],
+        "customer": fields["customer_id"],
+        "at": _timestamp(fields["created_at"]),
+        "postings": [[a, n] for a, n in postings],
+    }
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
+
+
+def _validate_postings(postings: Sequence[tuple[AccountRef, int]]) -> list[tuple[AccountRef, int]]:
+    if len(postings) < 2:
+        raise UnbalancedTransaction("a transaction needs at least two postings", field="postings")
+    legs: list[tuple[AccountRef, int]] = []
+    seen: set[AccountRef] = set()
+    for i, leg in enumerate(postings):
+        try:
+            account, amount = leg
+        except (TypeError, ValueError):
+            raise InvalidInput(
+                f"postings[{i}] must be an (account, amount) pair", field=f"postings[{i}]"
+            ) from None
+        field = f"postings[{i}].amount"
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise InvalidInput(
+                f"{field} must be a whole number of fen (an integer), not {amount!r}", field=field
+            )
+        if amount == 0:
+            raise InvalidInput(f"{field} must not be zero", field=field)
+        if abs(amount) > MAX_AMOUNT:
+            raise InvalidInput(f"{field} must be at most {MAX_AMOUNT} fen", field=field)
+        if not isinstance(account, str | int) or isinstance(account, bool):
+            raise InvalidInput(
+                f"postings[{i}].account must be an account code or id", field=f"postings[{i}]"
+            )
+        if account in seen:
+            raise InvalidInput(
+                f"account {account!r} appears twice in one transaction", field=f"postings[{i}]"
+            )
+        seen.add(account)
+        legs.append((account, amount))
+    total = sum(amount for _, amount in legs)
+    if total != 0:
+        raise UnbalancedTransaction(
+            f"postings sum to {total} fen, not zero: debits and credits must balance",
+            field="postings",
+            total=total,
+        )
+    return legs
+
+
+def post(
+    session: Session,
+    *,
+    idempotency_key: str,
+    kind: str,
+    postings: Sequence[tuple[AccountRef, int]],
+    memo: str = "",
+    reason_code: str | None = None,
+    reverses_id: int | None = None,
+    operator_id: int | None = None,
+    office_id: int | None = None,
+    customer_id: int | None = None,
+    request: Mapping[str, Any] | None = None,
+) -> Posted:
+    """Post a balanced transaction; accounts are given by code or id. Does not commit."""
+    check_key(idempotency_key)
+    if not isinstance(kind, str) or not _KIND.match(kind):
+        raise InvalidInput("kind must be a lower-case word like 'sale'", field="kind")
+    if not isinstance(memo, str) or len(memo) > 500:
+        raise InvalidInput("memo must be text of at most 500 characters", field="memo")
+    if reason_code is not None:
+        check_reason(reason_code)
+    legs = _validate_postings(postings)
+
+    # Serialise: one chain, one writer at a time. Everything below sees committed work of others.
+    head_seq, head_hash = lock_ledger(session)
+
+    accounts = _lock_accounts(session, [ref for ref, _ in legs])
+    resolved = [(accounts[ref], amount) for ref, amount in legs]
+    by_id = [(acc["id"], amount) for acc, amount in resolved]
+    fingerprint = request_fingerprint(kind, request, by_id, memo, reason_code, reverses_id)
+
+    existing = session.execute(
+        select(LedgerTransaction).where(LedgerTransaction.idempotency_key == idempotency_key)
+    ).scalar_one_or_none()
+    if existing is not None:
+        if existing.request_hash != fingerprint:
+            raise IdempotencyConflict(
+                f"idempotency key {idempotency_key!r} was already used for a different "
+                f"transaction (#{existing.seq}, {existing.kind})",
+                field="idempotency_key",
+            )
+        return _posted(session, existing, created=False)
+
+    if reverses_id is not None:
+        prior = session.execute(
+            select(LedgerTransaction.seq).where(LedgerTransaction.reverses_id == reverses_id)
+        ).scalar_one_or_none()
+        if prior is not None:
+            raise AlreadyReversed(
+                f"transaction id {reverses_id} is already reversed by transaction #{prior}",
+                field="transaction",
+            )
+
+    for acc, amount in resolved:
+        _check_limit(acc, amount)
+
+    fields: dict[str, Any] = {
+        "seq": head_seq + 1,
+        "idempotency_key": idempotency_key,
+        "request_hash": fingerprint,
+        "kind": kind,
+        "memo": memo,
+        "reason_code": reason_code,
+        "reverses_id": reverses_id,
+        "operator_id": operator_id,
+        "office_id": office_id,
+        "customer_id": customer_id,
+        "created_at": utcnow(),
+        "prev_hash": head_hash,
+    }
+    fields["hash"] = transaction_hash(head_hash, fields, by_id)
+    txn_id = session.execute(insert(_TXN).values(**fields).returning(_TXN.c.id)).scalar_one()
+    session.execute(
+        insert(_POSTING),
+        [{"transaction_id": txn_id, "account_id": a, "amount": n} for a, n in by_id],
+    )
+    session.execute(
+        update(_ACCOUNT)
+        .where(_ACCOUNT.c.id == bindparam("aid"))
+        .values(balance=_ACCOUNT.c.balance + bindparam("delta")),
+        [{"aid": a, "delta": n} for a, n in by_id],
+    )
+    session.execute(
+        update(_HEAD).where(_HEAD.c.id == 1).values(seq=fields["seq"], hash=fields["hash"])
+    )
+    return Posted(
+        id=txn_id,
+        seq=fields["seq"],
+        idempotency_key=idempotency_key,
+        kind=kind,
+        hash=fields["hash"],
+        created_at=fields["created_at"],
+        postings=tuple((acc["code"], amount) for acc, amount in resolved),
+        created=True,
+    )
+
+
+def _lock_accounts(session: Session, refs: list[AccountRef]) -> dict[AccountRef, dict[str, Any]]:
+    codes = [r for r in refs if isinstance(r, str)]
+    ids = [r for r in refs if isinstance(r, int)]
+    cols = (
+        LedgerAccount.id,
+        LedgerAccount.code,
+        LedgerAccount.type,
+        LedgerAccount.purpose,
+        LedgerAccount.balance,
+        LedgerAccount.overdraft,
+    )
+    condition = LedgerAccount.code.in_(codes) if codes else None
+    if ids:
+        by_id = LedgerAccount.id.in_(ids)
+        condition = by_id if condition is None else (condition | by_id)
+    rows = session.execute(
+        select(*cols).where(condition).order_by(LedgerAccount.id).with_for_update()
+    ).all()
+    found: dict[AccountRef, dict[str, Any]] = {}
+    for row in rows:
+        data = row._asdict()
+        found[data["code"]] = data
+        found[data["id"]] = data
+    for i, ref in enumerate(refs):
+        if ref not in found:
+            raise UnknownAccount(
+                f"no ledger account {ref!r}", field=f"postings[{i}].account", account=ref
+            )
+    return found
+
+
+def _check_limit(account: dict[str, Any], amount: int) -> None:
+    if account["purpose"] not in LIMITED_PURPOSES or amount <= 0:
+        return
+    # A credit-normal wallet: available credit is the negated raw balance.
+    available_after = -(account["balance"] + amount)
+    if available_after < -account["overdraft"]:
+        raise InsufficientFunds(
+            f"account {account['code']} has {-account['balance']} fen available"
+            + (f" (overdraft {account['overdraft']} fen)" if account["overdraft"] else "")
+            + f"; {amount} fen cannot be taken from it",
+            field="amount",
+            account=account["code"],
+            available=-account["balance"],
+            requested=amount,
+        )
+
+
+def _posted(session: Session, txn: LedgerTransaction, *, created: bool) -> Posted:
+    rows = session.execute(
+        select(LedgerAccount.code, LedgerPosting.amount)
+        .join(LedgerAccount, LedgerAccount.id == LedgerPosting.account_id)
+        .where(LedgerPosting.transaction_id == txn.id)
+        .order_by(LedgerPosting.id)
+    ).all()
+    return Posted(
+        id=txn.id,
+        seq=txn.seq,
+        idempotency_key=txn.idempotency_key,
+        kind=txn.kind,
+        hash=txn.hash,
+        created_at=txn.created_at,
+        postings=tuple((code, amount) for code, amount in rows),
+        created=created,
+    )
+
+
+def get_transaction(session: Session, ref: int | str) -> LedgerTransaction:
+    """Find a transaction by sequence number (int) or idempotency key (str)."""
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        stmt = select(LedgerTransaction).where(LedgerTransaction.seq == ref)
+    else:
+        stmt = select(LedgerTransaction).where(LedgerTransaction.idempotency_key == ref)
+    txn = session.execute(stmt).scalar_one_or_none()
+    if txn is None:
+        raise NotFound(f"no ledger transaction {ref!r}", field="transaction")
+    return txn
+
+
+def reverse(
+    session: Session,
+    transaction: int | str,
+    *,
+    reason_code: str,
+    idempotency_key: str,
+    memo: str = "",
+    operator_id: int | None = None,
+) -> Posted:
+    """Post the exact opposite of a transaction (by seq or key), with a reason code."""
+    check_reason(reason_code)
+    original = get_transaction(session, transaction)
+    if original.reverses_id is not None:
+        raise InvalidInput(
+            f"transaction #{original.seq} is itself a reversal and cannot be reversed; "
+            "post the original operation again instead",
+            field="transaction",
+        )
+    legs = session.execute(
+        select(LedgerPosting.account_id, LedgerPosting.amount)
+        .where(LedgerPosting.transaction_id == original.id)
+        .order_by(LedgerPosting.id)
+    ).all()
+    return post(
+        session,
+        idempotency_key=idempotency_key,
+        kind="reversal",
+        postings=[(account_id, -amount) for account_id, amount in legs],
+        memo=memo or f"reversal of #{original.seq}",
+        reason_code=reason_code,
+        reverses_id=original.id,
+        operator_id=operator_id,
+        office_id=original.office_id,
+        customer_id=original.customer_id,
+    )

@@ -1,0 +1,339 @@
+"""The domain model: SQLAlchemy 2 typed models. The schema itself is made by Alembic migrations.
+
+Money is an integer number of fen everywhere (``BigInteger``); areas are ``Numeric``.
+Times are stored timezone-aware in UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: Primary keys: BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+Money = BigInteger
+Area = Numeric(12, 2)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dt.datetime: DateTime(timezone=True),
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+    }
+
+
+# Offices, operators, roles ----------------------------------------------------------------------
+
+
+class Office(Base):
+    """A service office or property; offices form a tree (a group over its branches)."""
+
+    __tablename__ = "offices"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("offices.id"), index=True)
+    timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    parent: Mapped[Office | None] = relationship(remote_side=[id])
+
+
+class Operator(Base):
+    """A person who logs in: administrator, cashier, auditor ..."""
+
+    __tablename__ = "operators"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    full_name: Mapped[str] = mapped_column(String(200), default="")
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_active: Mapped[bool] = mapped_column(default=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[dt.datetime | None]
+    last_login_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    assignments: Mapped[list[OperatorRole]] = relationship(
+        back_populates="operator", cascade="all, delete-orphan"
+    )
+
+
+class Role(Base):
+    """A named set of permissions."""
+
+    __tablename__ = "roles"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(String(500), default="")
+
+    permissions: Mapped[list[RolePermission]] = relationship(cascade="all, delete-orphan")
+
+
+class RolePermission(Base):
+    __tablename__ = "role_permissions"
+
+    role_id: Mapped[int] = mapped_column(ForeignKey("roles.id"), primary_key=True)
+    permission: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class OperatorRole(Base):
+    """A role given to an operator, within an office and its branches (no office: everywhere)."""
+
+    __tablename__ = "operator_roles"
+    __table_args__ = (UniqueConstraint("operator_id", "role_id", "office_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id"), index=True)
+    role_id: Mapped[int] = mapped_column(ForeignKey("roles.id"))
+    office_id: Mapped[int | None] = mapped_column(ForeignKey("offices.id"))
+
+    operator: Mapped[Operator] = relationship(back_populates="assignments")
+    role: Mapped[Role] = relationship()
+    office: Mapped[Office | None] = relationship()
+
+
+# Customers, premises, meters, cards -------------------------------------------------------------
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'suspended', 'closed')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    number: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    phone: Mapped[str | None] = mapped_column(String(32), index=True)
+    id_number: Mapped[str | None] = mapped_column(String(32))
+    category: Mapped[str] = mapped_column(String(32), default="residential")
+    office_id: Mapped[int] = mapped_column(ForeignKey("offices.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    closed_at: Mapped[dt.datetime | None]
+
+    office: Mapped[Office] = relationship()
+    premises: Mapped[list[Premises]] = relationship(back_populates="customer")
+
+
+class Premises(Base):
+    """A dwelling, shop or unit: where meters are installed and what areas are billed."""
+
+    __tablename__ = "premises"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    office_id: Mapped[int] = mapped_column(ForeignKey("offices.id"), index=True)
+    building: Mapped[str] = mapped_column(String(64), default="")
+    unit: Mapped[str] = mapped_column(String(64), default="")
+    address: Mapped[str] = mapped_column(String(300), default="")
+    floor_area: Mapped[Decimal | None] = mapped_column(Area)
+    heated_area: Mapped[Decimal | None] = mapped_column(Area)
+
+    customer: Mapped[Customer | None] = relationship(back_populates="premises")
+    meters: Mapped[list[Meter]] = relationship(back_populates="premises")
+
+
+class Meter(Base):
+    __tablename__ = "meters"
+    __table_args__ = (
+        UniqueConstraint("kind", "serial"),
+        CheckConstraint("state IN ('active', 'suspended', 'removed')", name="state"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    serial: Mapped[str] = mapped_column(String(64), index=True)
+    model: Mapped[str] = mapped_column(String(64), default="")
+    protocol: Mapped[str] = mapped_column(String(32), default="card")
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    premises_id: Mapped[int | None] = mapped_column(ForeignKey("premises.id"), index=True)
+    installed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    removed_at: Mapped[dt.datetime | None]
+
+    premises: Mapped[Premises | None] = relationship(back_populates="meters")
+
+
+class Card(Base):
+    """A physical IC card: a customer's one-card or a tool card (system, manager, settings ...)."""
+
+    __tablename__ = "cards"
+    __table_args__ = (
+        CheckConstraint(
+            "card_type IN ('user', 'system', 'manager', 'settings', 'reset', 'clear', 'check')",
+            name="card_type",
+        ),
+        CheckConstraint("status IN ('active', 'lost', 'blacklisted', 'retired')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    uid: Mapped[str] = mapped_column(String(20), unique=True)
+    card_type: Mapped[str] = mapped_column(String(16), default="user")
+    profile: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    key_version: Mapped[int] = mapped_column(Integer, default=1)
+    reissue_count: Mapped[int] = mapped_column(Integer, default=0)
+    replaced_by_id: Mapped[int | None] = mapped_column(ForeignKey("cards.id"))
+    issued_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Tariff(Base):
+    """A versioned tariff document of one utility kind, in force from ``effective_from``."""
+
+    __tablename__ = "tariffs"
+    __table_args__ = (UniqueConstraint("kind", "name", "version"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(32))
+    effective_from: Mapped[dt.datetime]
+    document: Mapped[dict[str, Any]]
+    note: Mapped[str] = mapped_column(String(500), default="")
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+# The ledger -------------------------------------------------------------------------------------
+
+
+class LedgerAccount(Base):
+    """An account of the double-entry ledger.
+
+    ``balance`` is a cache of the sum of the account's postings (debits positive, credits
+    negative); ``onecard ledger verify`` checks that it always is. Liability and revenue accounts
+    are credit-normal: a customer's wallet holding 100 yuan has ``balance == -10000``.
+    ``overdraft`` is how far a credit-normal account may be drawn past zero (fen, >= 0).
+    """
+
+    __tablename__ = "ledger_accounts"
+    __table_args__ = (
+        CheckConstraint("type IN ('asset', 'liability', 'revenue', 'expense')", name="type"),
+        CheckConstraint("overdraft >= 0", name="overdraft"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    code: Mapped[str] = mapped_column(String(96), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    type: Mapped[str] = mapped_column(String(16))
+    purpose: Mapped[str] = mapped_column(String(32), index=True)
+    utility_kind: Mapped[str | None] = mapped_column(String(32))
+    office_id: Mapped[int | None] = mapped_column(ForeignKey("offices.id"), index=True)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    meter_id: Mapped[int | None] = mapped_column(ForeignKey("meters.id"), index=True)
+    balance: Mapped[int] = mapped_column(Money, default=0)
+    overdraft: Mapped[int] = mapped_column(Money, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class LedgerHead(Base):
+    """The single row that holds the newest transaction's sequence number and hash.
+
+    Posting locks this row, which orders every transaction into one hash chain.
+    """
+
+    __tablename__ = "ledger_head"
+    __table_args__ = (CheckConstraint("id = 1", name="singleton"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class LedgerTransaction(Base):
+    """A posted, immutable ledger transaction. The database refuses UPDATE and DELETE."""
+
+    __tablename__ = "ledger_transactions"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    memo: Mapped[str] = mapped_column(String(500), default="")
+    reason_code: Mapped[str | None] = mapped_column(String(64))
+    reverses_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ledger_transactions.id"), unique=True
+    )
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id"), index=True)
+    office_id: Mapped[int | None] = mapped_column(ForeignKey("offices.id"), index=True)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(index=True)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+    postings: Mapped[list[LedgerPosting]] = relationship(order_by="LedgerPosting.id", viewonly=True)
+
+
+class LedgerPosting(Base):
+    """One leg of a transaction: a signed amount (debit positive) on one account."""
+
+    __tablename__ = "ledger_postings"
+    __table_args__ = (CheckConstraint("amount <> 0", name="nonzero"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    transaction_id: Mapped[int] = mapped_column(ForeignKey("ledger_transactions.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"))
+    amount: Mapped[int] = mapped_column(Money)
+
+
+Index("ix_ledger_postings_account_id_id", LedgerPosting.account_id, LedgerPosting.id)
+
+
+# The audit trail --------------------------------------------------------------------------------
+
+
+class AuditEvent(Base):
+    """Who did what to which objects, when and from where. Append-only, like the ledger."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id"), index=True)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    objects: Mapped[list[Any]] = mapped_column(default=list)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    office_id: Mapped[int | None] = mapped_column(ForeignKey("offices.id"))
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True)
+
+
+#: Tables whose rows can be inserted but never updated or deleted (enforced by triggers).
+APPEND_ONLY_TABLES = ("ledger_transactions", "ledger_postings", "audit_events")

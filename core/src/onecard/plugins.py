@@ -1,0 +1,162 @@
+"""The plugin manager: finds plugins through the entry-point group ``onecard`` and runs them.
+
+Built-in plugins (``onecard-electric`` and the others) are found exactly as a third-party plugin
+is: through their distribution's entry point. Two environment variables choose what loads:
+
+``ONECARD_PLUGINS=a,b``
+    load only these entry points (an unknown name is an error);
+``ONECARD_DISABLED_PLUGINS=a,b``
+    never load these (the tox way of blocking a plugin that misbehaves).
+
+Tests pass their plugin list explicitly, so nothing installed is loaded by accident.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from onecard import hookspecs
+from onecard.errors import PluginError
+from onecard.utility import UtilityRegistry
+
+GROUP = "onecard"
+ENV_ONLY = "ONECARD_PLUGINS"
+ENV_DISABLED = "ONECARD_DISABLED_PLUGINS"
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """Where a loaded plugin came from."""
+
+    name: str
+    module: str
+    distribution: str | None = None
+    version: str | None = None
+
+
+@dataclass
+class Plugins:
+    """The loaded plugins, their manager, and the frozen utility registry they filled."""
+
+    manager: pluggy.PluginManager
+    utilities: UtilityRegistry
+    info: list[PluginInfo] = field(default_factory=list)
+
+    @property
+    def hook(self) -> Any:
+        return self.manager.hook
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": p.name,
+                "module": p.module,
+                "distribution": p.distribution,
+                "version": p.version,
+                "kinds": [k.describe() for k in self.utilities.by_plugin(p.name)],
+            }
+            for p in self.info
+        ]
+
+
+def _split(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def entry_points() -> list[metadata.EntryPoint]:
+    """The entry points of the group ``onecard``, one per name (the first one found wins)."""
+    seen: dict[str, metadata.EntryPoint] = {}
+    for ep in metadata.entry_points(group=GROUP):
+        seen.setdefault(ep.name, ep)
+    return sorted(seen.values(), key=lambda ep: ep.name)
+
+
+def _selected_entry_points(
+    only: Sequence[str] | None, disabled: Sequence[str]
+) -> list[metadata.EntryPoint]:
+    eps = entry_points()
+    names = {ep.name for ep in eps}
+    if only is not None:
+        unknown = [n for n in only if n not in names]
+        if unknown:
+            raise PluginError(
+                f"{ENV_ONLY} names plugins that are not installed: {', '.join(unknown)} "
+                f"(installed: {', '.join(sorted(names)) or 'none'})"
+            )
+        eps = [ep for ep in eps if ep.name in only]
+    return [ep for ep in eps if ep.name not in disabled]
+
+
+def load_plugins(
+    plugins: Iterable[ModuleType | object] | None = None,
+    *,
+    env: dict[str, str] | None = None,
+) -> Plugins:
+    """Load plugins and let them register; check the result before anything uses it.
+
+    With ``plugins`` given, exactly those objects (modules or instances) are registered and no
+    entry point is read. Otherwise the entry points of the group ``onecard`` are loaded,
+    filtered by ``ONECARD_PLUGINS`` and ``ONECARD_DISABLED_PLUGINS``.
+    """
+    environ = os.environ if env is None else env
+    pm = pluggy.PluginManager(GROUP)
+    pm.add_hookspecs(hookspecs)
+    info: list[PluginInfo] = []
+    if plugins is None:
+        only_raw = environ.get(ENV_ONLY)
+        only = _split(only_raw) if only_raw is not None else None
+        for ep in _selected_entry_points(only, _split(environ.get(ENV_DISABLED))):
+            try:
+                obj = ep.load()
+            except Exception as exc:  # a broken plugin must name itself
+                raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+            pm.register(obj, name=ep.name)
+            dist = ep.dist
+            info.append(
+                PluginInfo(
+                    name=ep.name,
+                    module=getattr(obj, "__name__", type(obj).__name__),
+                    distribution=dist.name if dist is not None else None,
+                    version=dist.version if dist is not None else None,
+                )
+            )
+    else:
+        for obj in plugins:
+            module = getattr(obj, "__name__", None) or type(obj).__name__
+            name = module.rsplit(".", 1)[-1].removeprefix("onecard_")
+            if pm.is_registered(obj) or pm.get_plugin(name) is not None:
+                raise PluginError(f"plugin {name!r} is given twice")
+            pm.register(obj, name=name)
+            info.append(PluginInfo(name=name, module=module))
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"a plugin implements an unknown hook: {exc}") from exc
+    utilities = _register_utilities(pm, [p.name for p in info])
+    return Plugins(manager=pm, utilities=utilities, info=info)
+
+
+def _register_utilities(pm: pluggy.PluginManager, names: list[str]) -> UtilityRegistry:
+    """Call ``onecard_register_utilities`` plugin by plugin, so each kind knows its plugin."""
+    registry = UtilityRegistry()
+    plugins = {name: pm.get_plugin(name) for name in names}
+    for name in plugins:
+        others = [p for n, p in plugins.items() if n != name]
+        caller = pm.subset_hook_caller("onecard_register_utilities", remove_plugins=others)
+        registry.current_plugin = name
+        try:
+            caller(registry=registry)
+        except PluginError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"plugin {name!r} failed while registering utilities: {exc}") from exc
+    registry.current_plugin = None
+    registry.freeze()
+    return registry

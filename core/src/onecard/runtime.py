@@ -1,0 +1,56 @@
+"""The running installation: settings, database engine, sessions and loaded plugins, in one object.
+
+Both the web app and the command line build one :class:`Runtime`; tests build one with an explicit
+plugin list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from onecard.config import Settings, load_settings
+from onecard.db import create_db_engine, session_factory
+from onecard.plugins import Plugins, load_plugins
+from onecard.utility import UtilityRegistry
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    plugins: Plugins
+
+    @property
+    def utilities(self) -> UtilityRegistry:
+        return self.plugins.utilities
+
+    @classmethod
+    def create(
+        cls,
+        config: Mapping[str, Any] | None = None,
+        *,
+        plugins: Iterable[ModuleType | object] | None = None,
+    ) -> Runtime:
+        settings = load_settings(config)
+        if settings.is_sqlite:
+            db_path = settings.database_url.split("///", 1)[-1]
+            if db_path and db_path != ":memory:":
+                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_db_engine(settings.database_url)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=session_factory(engine),
+            plugins=load_plugins(plugins),
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()

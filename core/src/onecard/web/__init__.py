@@ -1,0 +1,84 @@
+"""The Flask application: ``create_app(config)`` builds it around one :class:`Runtime`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from types import ModuleType
+from typing import Any
+
+from flask import Flask, current_app, g, jsonify
+from flask.typing import ResponseReturnValue
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from onecard.runtime import Runtime
+from onecard.web.errors import register_error_handlers
+
+EXTENSION = "onecard"
+
+
+def create_app(
+    config: Mapping[str, Any] | None = None,
+    *,
+    plugins: Iterable[ModuleType | object] | None = None,
+    runtime: Runtime | None = None,
+) -> Flask:
+    """Build the app. ``config`` overrides settings (keys as in ``onecard.toml``);
+    ``plugins`` replaces entry-point discovery (tests pass their list)."""
+    rt = runtime or Runtime.create(config, plugins=plugins)
+    app = Flask("onecard", instance_path=str(rt.settings.instance_path))
+    app.config.update(
+        SECRET_KEY=rt.settings.ensure_secret_key(),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(minutes=rt.settings.session_minutes),
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions[EXTENSION] = rt
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+
+    @app.teardown_appcontext
+    def close_db(_exc: BaseException | None) -> None:
+        db = g.pop("db", None)
+        if db is not None:
+            db.rollback()
+            db.close()
+
+    @app.get("/healthz")
+    def healthz() -> ResponseReturnValue:
+        """Report whether the database answers and which plugins are loaded."""
+        from onecard.web.schemas import HealthOut
+
+        try:
+            with rt.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            database = "ok"
+        except Exception as exc:  # the health check reports, it does not raise
+            database = f"error: {type(exc).__name__}"
+        body = {
+            "status": "ok" if database == "ok" else "degraded",
+            "database": database,
+            "plugins": [p.name for p in rt.plugins.info],
+            "utility_kinds": rt.utilities.codes(),
+        }
+        return jsonify(HealthOut().dump(body)), 200 if database == "ok" else 503
+
+    from onecard.web.api import api
+
+    app.register_blueprint(api)
+    register_error_handlers(app)
+    return app
+
+
+def runtime() -> Runtime:
+    rt: Runtime = current_app.extensions[EXTENSION]
+    return rt
+
+
+def db() -> Session:
+    """The request's database session; views commit it, teardown rolls back what was not."""
+    if "db" not in g:
+        g.db = runtime().sessions()
+    session: Session = g.db
+    return session

@@ -1,0 +1,12 @@
+"""onecard-gas: prepaid gas meters."""
+
+from __future__ import annotations
+
+from onecard import UtilityRegistry, hookimpl
+
+__version__ = "0.1.0"
+
+
+@hookimpl
+def onecard_register_utilities(registry: UtilityRegistry) -> None:
+    registry.add("gas", names={"zh-CN": "燃气", "en": "Gas"}, unit="m³", unit_decimals=2)
