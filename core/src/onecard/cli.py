@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 import click
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from onecard import __version__, ledger
@@ -22,6 +23,7 @@ from onecard.audit import Actor, record
 from onecard.db import is_initialised, upgrade
 from onecard.errors import InvalidInput, OnecardError
 from onecard.ledger import accounts as acc
+from onecard.models import Operator
 from onecard.money import format_fen, parse_yuan
 from onecard.runtime import Runtime
 
@@ -140,7 +142,7 @@ def init(admin: str, office_code: str, office_name: str, password_stdin: bool) -
     upgrade(rt.engine)
     with st.session() as session:
         ops.ensure_default_roles(session)
-        if session.query(ops.Operator).count():
+        if session.execute(select(func.count()).select_from(Operator)).scalar_one():
             click.echo("already initialised: schema is up to date")
             return
         password = read_password(password_stdin, "ONECARD_ADMIN_PASSWORD")
@@ -539,7 +541,9 @@ def demo(host: str, port: int, no_serve: bool) -> None:
     with st.session() as session:
         summary = build_demo(session, rt.utilities)
     click.echo(summary)
-    click.echo(f"log in as admin, cashier1, cashier2, manager1 or auditor with password {DEMO_PASSWORD}")
+    click.echo(
+        f"log in as admin, cashier1, cashier2, manager1 or auditor with password {DEMO_PASSWORD}"
+    )
     if not no_serve:
         click.get_current_context().invoke(serve, host=host, port=port, threads=8)
 

@@ -51,7 +51,7 @@ def build_demo(session: Session, utilities: UtilityRegistry, *, customers: int =
     off.create_office(session, who, code=GROUP, name="示范集团 Demo group")
     for code, name in BRANCHES.items():
         off.create_office(session, who, code=code, name=name, parent=GROUP)
-    people = [
+    people: list[tuple[str, str, list[tuple[str, str | None]]]] = [
         ("admin", "系统管理员 Administrator", [("administrator", None)]),
         ("cashier1", "东区收费员 East cashier", [("cashier", "E01")]),
         ("cashier2", "西区收费员 West cashier", [("cashier", "W01")]),

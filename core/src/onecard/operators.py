@@ -127,11 +127,14 @@ def create_operator(
         )
     if session.execute(select(Operator.id).where(Operator.username == username)).first():
         raise Conflict(f"operator {username!r} exists already", field="username")
+    roles = list(roles)
+    resolved = [_resolve_role(session, name, office) for name, office in roles]  # before writing
     op = Operator(username=username, full_name=full_name, password_hash=hash_password(password))
     session.add(op)
     session.flush()
-    for role_name, office_code in roles:
-        assign_role(session, op, role_name, office_code)
+    for role_id, office_id in resolved:
+        session.add(OperatorRole(operator_id=op.id, role_id=role_id, office_id=office_id))
+    session.flush()
     record(
         session,
         actor,
@@ -142,13 +145,21 @@ def create_operator(
     return op
 
 
-def assign_role(session: Session, op: Operator, role_name: str, office_code: str | None) -> None:
+def _resolve_role(
+    session: Session, role_name: str, office_code: str | None
+) -> tuple[int, int | None]:
     role = session.execute(select(Role).where(Role.name == role_name)).scalar_one_or_none()
     if role is None:
         known = ", ".join(session.execute(select(Role.name).order_by(Role.name)).scalars())
         raise NotFound(f"no role {role_name!r} (known: {known})", field="role")
     office_id = get_office(session, office_code).id if office_code else None
-    session.add(OperatorRole(operator_id=op.id, role_id=role.id, office_id=office_id))
+    return role.id, office_id
+
+
+def assign_role(session: Session, op: Operator, role_name: str, office_code: str | None) -> None:
+    """Give ``op`` a role within an office (``None``: everywhere)."""
+    role_id, office_id = _resolve_role(session, role_name, office_code)
+    session.add(OperatorRole(operator_id=op.id, role_id=role_id, office_id=office_id))
     session.flush()
 
 

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from onecard.errors import (
@@ -58,10 +58,10 @@ _REASON = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
 AccountRef = str | int
 
 # Core tables: posting writes with plain INSERT/UPDATE statements, not the unit of work.
-_TXN = LedgerTransaction.__table__
-_POSTING = LedgerPosting.__table__
-_ACCOUNT = LedgerAccount.__table__
-_HEAD = LedgerHead.__table__
+_TXN: Table = LedgerTransaction.__table__  # type: ignore[assignment]
+_POSTING: Table = LedgerPosting.__table__  # type: ignore[assignment]
+_ACCOUNT: Table = LedgerAccount.__table__  # type: ignore[assignment]
+_HEAD: Table = LedgerHead.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -320,12 +320,13 @@ def _lock_accounts(session: Session, refs: list[AccountRef]) -> dict[AccountRef,
         LedgerAccount.balance,
         LedgerAccount.overdraft,
     )
-    condition = LedgerAccount.code.in_(codes) if codes else None
+    conditions: list[ColumnElement[bool]] = []
+    if codes:
+        conditions.append(LedgerAccount.code.in_(codes))
     if ids:
-        by_id = LedgerAccount.id.in_(ids)
-        condition = by_id if condition is None else (condition | by_id)
+        conditions.append(LedgerAccount.id.in_(ids))
     rows = session.execute(
-        select(*cols).where(condition).order_by(LedgerAccount.id).with_for_update()
+        select(*cols).where(or_(*conditions)).order_by(LedgerAccount.id).with_for_update()
     ).all()
     found: dict[AccountRef, dict[str, Any]] = {}
     for row in rows:

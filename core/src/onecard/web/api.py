@@ -17,7 +17,7 @@ from onecard import customers as cust
 from onecard import ledger
 from onecard import offices as off
 from onecard import operators as ops
-from onecard.audit import record
+from onecard.audit import Actor, record
 from onecard.errors import InvalidInput, NotFound, PermissionDenied
 from onecard.ledger import accounts as acc
 from onecard.models import AuditEvent, LedgerAccount, LedgerPosting, Operator
@@ -44,7 +44,7 @@ def body() -> dict[str, Any]:
 
 
 def transaction_out(posted: ledger.Posted) -> dict[str, Any]:
-    return s.TransactionOut().dump(
+    out: dict[str, Any] = s.TransactionOut().dump(
         {
             "seq": posted.seq,
             "idempotency_key": posted.idempotency_key,
@@ -55,6 +55,7 @@ def transaction_out(posted: ledger.Posted) -> dict[str, Any]:
             "postings": [{"account": a, "amount_fen": n} for a, n in posted.postings],
         }
     )
+    return out
 
 
 # Session ----------------------------------------------------------------------------------------
@@ -65,7 +66,7 @@ def login() -> ResponseReturnValue:
     """Log in with username and password; the answer sets the session cookie."""
     data = s.LoginRequest().load(body())
     session_ = db()
-    who = auth.Actor(name=data["username"], remote_addr=request.remote_addr)
+    who = Actor(name=data["username"], remote_addr=request.remote_addr)
     try:
         op = ops.authenticate(session_, data["username"], data["password"])
     except Exception:
@@ -74,7 +75,7 @@ def login() -> ResponseReturnValue:
         raise
     record(
         session_,
-        auth.Actor(op.username, op.id, remote_addr=request.remote_addr),
+        Actor(op.username, op.id, remote_addr=request.remote_addr),
         "operator.login",
         [f"operator:{op.id}"],
     )
@@ -98,7 +99,7 @@ def whoami() -> ResponseReturnValue:
 
 def operator_out(op: Operator) -> dict[str, Any]:
     grants = ops.grants_for(db(), op)
-    return s.OperatorOut().dump(
+    out: dict[str, Any] = s.OperatorOut().dump(
         {
             "username": op.username,
             "full_name": op.full_name,
@@ -113,6 +114,7 @@ def operator_out(op: Operator) -> dict[str, Any]:
             },
         }
     )
+    return out
 
 
 # Plugins ----------------------------------------------------------------------------------------
