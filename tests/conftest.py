@@ -44,7 +44,7 @@ def _pg_admin_engine() -> Engine:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if not PG_ENABLED or os.environ.get("PYTEST_XDIST_WORKER"):
+    if not PG_ENABLED or "not postgres" in (config.option.markexpr or ""):
         return
     try:
         engine = _pg_admin_engine()

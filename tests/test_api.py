@@ -71,7 +71,8 @@ def sale(client: FlaskClient, **body: Any) -> Any:
     return client.post("/api/v1/sales", json={k: v for k, v in payload.items() if v is not None})
 
 
-def test_healthz(app: Flask) -> None:
+def test_index_and_healthz(app: Flask) -> None:
+    assert app.test_client().get("/").json["api"] == "/api/v1"
     r = app.test_client().get("/healthz")
     assert r.status_code == 200
     assert r.json["status"] == "ok" and r.json["database"] == "ok"

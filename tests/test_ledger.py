@@ -159,6 +159,14 @@ def test_consume_splits_into_arrears_when_credit_runs_out(
             office_id=world.office_id,
             idempotency_key="a",
         )
+        again = ledger.collect_arrears(
+            s,
+            customer_id=world.customer_id,
+            amount=2000,
+            office_id=world.office_id,
+            idempotency_key="a",
+        )
+        assert not again.created  # a retry after the arrears are paid is not refused
         with pytest.raises(InvalidInput, match="owes 0 fen"):
             ledger.collect_arrears(
                 s,

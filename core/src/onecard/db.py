@@ -54,8 +54,9 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         # Take the write lock at the start: a deferred transaction that reads and then writes can
-        # fail with SQLITE_BUSY when another writer committed in between.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # fail with SQLITE_BUSY when another writer committed in between. Straight to the driver:
+        # this runs for every transaction.
+        conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -7,11 +7,15 @@ from onecard.ledger import accounts
 from onecard.ledger.accounts import natural_balance
 from onecard.ledger.core import (
     MAX_AMOUNT,
+    LedgerLock,
     Posted,
     check_amount,
+    find_posted,
     get_transaction,
+    lock_accounts,
     lock_ledger,
     post,
+    post_locked,
     reverse,
 )
 from onecard.ledger.operations import (
@@ -27,6 +31,7 @@ from onecard.ledger.verify import Problem, Report, verify
 
 __all__ = [
     "MAX_AMOUNT",
+    "LedgerLock",
     "Posted",
     "Problem",
     "Report",
@@ -35,11 +40,14 @@ __all__ = [
     "check_amount",
     "collect_arrears",
     "consume",
+    "find_posted",
     "get_transaction",
+    "lock_accounts",
     "lock_ledger",
     "natural_balance",
     "pay_refund",
     "post",
+    "post_locked",
     "refund",
     "reverse",
     "sale",

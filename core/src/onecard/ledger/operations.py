@@ -1,6 +1,7 @@
 """The ledger's named operations: what the counter and the meters do with money.
 
-Each builds balanced postings and calls :func:`onecard.ledger.post`; none commits.
+Each takes the ledger lock, locks and reads its accounts once, builds balanced postings and posts
+them (:func:`onecard.ledger.core.post_locked`); none commits.
 
 =================  =========================================  ====================================
 operation          debit                                      credit
@@ -13,25 +14,36 @@ transfer           source wallet                              target wallet
 charge_fee         office cash/bank                           fees
 collect_arrears    office cash/bank                           arrears
 =================  =========================================  ====================================
+
+Each passes its parameters as the ``request`` of the idempotency check, so a retry is recognised
+even when the postings it would compute now differ (``consume`` after the balance moved).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from onecard.errors import InvalidInput
 from onecard.ledger import accounts as acc
-from onecard.ledger.core import Posted, check_amount, lock_ledger, post
-from onecard.models import LedgerAccount
+from onecard.ledger.core import (
+    AccountRef,
+    Posted,
+    check_amount,
+    find_posted,
+    lock_accounts,
+    lock_ledger,
+    post_locked,
+)
 
 WALLET_PURPOSES = ("wallet", "shared_wallet")
 
 
-def _wallet(session: Session, code: str, field: str = "wallet") -> LedgerAccount:
-    account = acc.get_account(session, code, field=field)
-    if account.purpose not in WALLET_PURPOSES:
-        raise InvalidInput(f"account {code} is not a customer wallet", field=field)
-    return account
+def _require_wallet(row: dict[str, Any], field: str) -> dict[str, Any]:
+    if row["purpose"] not in WALLET_PURPOSES:
+        raise InvalidInput(f"account {row['code']} is not a customer wallet", field=field)
+    return row
 
 
 def _method(method: str, refund: bool = False) -> str:
@@ -41,6 +53,12 @@ def _method(method: str, refund: bool = False) -> str:
             f"method must be one of {', '.join(allowed)}, not {method!r}", field="method"
         )
     return method
+
+
+def _office_till(purpose: str, office_id: int) -> str:
+    if isinstance(office_id, bool) or not isinstance(office_id, int):
+        raise InvalidInput("office_id must be an office id", field="office_id")
+    return acc.office_account_code(purpose, office_id)
 
 
 def sale(
@@ -58,14 +76,17 @@ def sale(
     """Sell ``amount`` fen of credit into a wallet, paid at an office (plus an optional fee)."""
     check_amount(amount, "amount")
     check_amount(fee, "fee", allow_zero=True)
-    _method(method)
-    target = _wallet(session, wallet)
-    till = acc.office_account_code(method, office_id)
-    legs: list[tuple[str | int, int]] = [(till, amount + fee), (target.id, -amount)]
+    till = _office_till(_method(method), office_id)
+    legs: list[tuple[AccountRef, int]] = [(till, amount + fee), (wallet, -amount)]
     if fee:
         legs.append((acc.office_account_code("fees", office_id), -fee))
-    return post(
+    lock = lock_ledger(session)
+    accounts = lock_accounts(lock, [ref for ref, _ in legs], {wallet: "wallet", till: "office_id"})
+    target = _require_wallet(accounts[wallet], "wallet")
+    return post_locked(
         session,
+        lock,
+        accounts,
         idempotency_key=idempotency_key,
         kind="sale",
         request={
@@ -79,7 +100,7 @@ def sale(
         memo=memo,
         operator_id=operator_id,
         office_id=office_id,
-        customer_id=target.customer_id,
+        customer_id=target["customer_id"],
     )
 
 
@@ -95,33 +116,38 @@ def consume(
 ) -> Posted:
     """Charge use to a wallet as revenue; what the wallet (and overdraft) can't cover is arrears."""
     check_amount(amount, "amount")
-    lock_ledger(session)  # the split below depends on the balance: read it under the lock
-    source = _wallet(session, wallet)
-    utility = kind or source.utility_kind
-    if utility is None or source.office_id is None:
+    lock = lock_ledger(session)  # the split below depends on the balance
+    accounts = lock_accounts(lock, [wallet], {wallet: "wallet"})
+    source = _require_wallet(accounts[wallet], "wallet")
+    utility = kind or source["utility_kind"]
+    office_id = source["office_id"]
+    if utility is None or office_id is None:
         raise InvalidInput(
             f"wallet {wallet} has no utility kind; name the kind of the use", field="kind"
         )
-    revenue = acc.ensure_revenue_account(session, utility, source.office_id)
-    covered = max(0, min(amount, -source.balance + source.overdraft))
-    legs: list[tuple[str | int, int]] = [(revenue, -amount)]
+    revenue = acc.ensure_revenue_account(session, utility, office_id)
+    covered = max(0, min(amount, -source["balance"] + source["overdraft"]))
+    legs: list[tuple[AccountRef, int]] = [(revenue, -amount)]
     if covered:
-        legs.append((source.id, covered))
+        legs.append((wallet, covered))
     if amount > covered:
-        if source.customer_id is None:
+        if source["customer_id"] is None:
             raise InvalidInput(f"wallet {wallet} cannot cover {amount} fen", field="amount")
-        arrears = acc.ensure_arrears_account(session, source.customer_id, source.office_id)
+        arrears = acc.ensure_arrears_account(session, source["customer_id"], office_id)
         legs.append((arrears, amount - covered))
-    return post(
+    accounts = {**accounts, **lock_accounts(lock, [r for r, _ in legs if r != wallet])}
+    return post_locked(
         session,
+        lock,
+        accounts,
         idempotency_key=idempotency_key,
         kind="consume",
         request={"wallet": wallet, "amount": amount, "kind": utility},
         postings=legs,
         memo=memo,
         operator_id=operator_id,
-        office_id=source.office_id,
-        customer_id=source.customer_id,
+        office_id=office_id,
+        customer_id=source["customer_id"],
     )
 
 
@@ -139,18 +165,56 @@ def refund(
     """Give credit back from a wallet: paid out now (cash/bank) or owed (``payable``)."""
     check_amount(amount, "amount")
     _method(method, refund=True)
-    source = _wallet(session, wallet)
-    purpose = "refunds" if method == "payable" else method
-    return post(
+    till = _office_till("refunds" if method == "payable" else method, office_id)
+    legs: list[tuple[AccountRef, int]] = [(wallet, amount), (till, -amount)]
+    lock = lock_ledger(session)
+    accounts = lock_accounts(lock, [wallet, till], {wallet: "wallet", till: "office_id"})
+    source = _require_wallet(accounts[wallet], "wallet")
+    return post_locked(
         session,
+        lock,
+        accounts,
         idempotency_key=idempotency_key,
         kind="refund",
         request={"wallet": wallet, "amount": amount, "office": office_id, "method": method},
-        postings=[(source.id, amount), (acc.office_account_code(purpose, office_id), -amount)],
+        postings=legs,
         memo=memo,
         operator_id=operator_id,
         office_id=office_id,
-        customer_id=source.customer_id,
+        customer_id=source["customer_id"],
+    )
+
+
+def _office_transfer(
+    session: Session,
+    *,
+    kind: str,
+    debit: str,
+    credit: str,
+    amount: int,
+    office_id: int,
+    idempotency_key: str,
+    request: dict[str, Any],
+    customer_id: int | None,
+    operator_id: int | None,
+    memo: str,
+    fields: dict[AccountRef, str],
+) -> Posted:
+    """Post ``amount`` from one account to another with no wallet involved."""
+    lock = lock_ledger(session)
+    accounts = lock_accounts(lock, [debit, credit], fields)
+    return post_locked(
+        session,
+        lock,
+        accounts,
+        idempotency_key=idempotency_key,
+        kind=kind,
+        request=request,
+        postings=[(debit, amount), (credit, -amount)],
+        memo=memo,
+        operator_id=operator_id,
+        office_id=office_id,
+        customer_id=customer_id,
     )
 
 
@@ -167,49 +231,21 @@ def pay_refund(
 ) -> Posted:
     """Pay out a refund that was booked as payable."""
     check_amount(amount, "amount")
-    _method(method)
-    return post(
+    owed = _office_till("refunds", office_id)
+    till = acc.office_account_code(_method(method), office_id)
+    return _office_transfer(
         session,
-        idempotency_key=idempotency_key,
         kind="refund_payment",
-        request={"amount": amount, "office": office_id, "method": method, "customer": customer_id},
-        postings=[
-            (acc.office_account_code("refunds", office_id), amount),
-            (acc.office_account_code(method, office_id), -amount),
-        ],
-        memo=memo,
-        operator_id=operator_id,
+        debit=owed,
+        credit=till,
+        amount=amount,
         office_id=office_id,
-        customer_id=customer_id,
-    )
-
-
-def transfer(
-    session: Session,
-    *,
-    source: str,
-    target: str,
-    amount: int,
-    idempotency_key: str,
-    operator_id: int | None = None,
-    memo: str = "",
-) -> Posted:
-    """Move credit between two wallets (shared wallet to a meter, or on meter replacement)."""
-    check_amount(amount, "amount")
-    src = _wallet(session, source, "source")
-    dst = _wallet(session, target, "target")
-    if src.id == dst.id:
-        raise InvalidInput("source and target are the same wallet", field="target")
-    return post(
-        session,
         idempotency_key=idempotency_key,
-        kind="transfer",
-        request={"source": source, "target": target, "amount": amount},
-        postings=[(src.id, amount), (dst.id, -amount)],
-        memo=memo,
+        request={"amount": amount, "office": office_id, "method": method, "customer": customer_id},
+        customer_id=customer_id,
         operator_id=operator_id,
-        office_id=dst.office_id,
-        customer_id=dst.customer_id,
+        memo=memo,
+        fields={owed: "office_id", till: "office_id"},
     )
 
 
@@ -226,20 +262,54 @@ def charge_fee(
 ) -> Posted:
     """Take a fee (card, reissue, service) at an office."""
     check_amount(amount, "amount")
-    _method(method)
-    return post(
+    till = _office_till(_method(method), office_id)
+    fees = acc.office_account_code("fees", office_id)
+    return _office_transfer(
         session,
-        idempotency_key=idempotency_key,
         kind="fee",
+        debit=till,
+        credit=fees,
+        amount=amount,
+        office_id=office_id,
+        idempotency_key=idempotency_key,
         request={"amount": amount, "office": office_id, "method": method, "customer": customer_id},
-        postings=[
-            (acc.office_account_code(method, office_id), amount),
-            (acc.office_account_code("fees", office_id), -amount),
-        ],
+        customer_id=customer_id,
+        operator_id=operator_id,
+        memo=memo,
+        fields={till: "office_id", fees: "office_id"},
+    )
+
+
+def transfer(
+    session: Session,
+    *,
+    source: str,
+    target: str,
+    amount: int,
+    idempotency_key: str,
+    operator_id: int | None = None,
+    memo: str = "",
+) -> Posted:
+    """Move credit between two wallets (shared wallet to a meter, or on meter replacement)."""
+    check_amount(amount, "amount")
+    if source == target:
+        raise InvalidInput("source and target are the same wallet", field="target")
+    lock = lock_ledger(session)
+    accounts = lock_accounts(lock, [source, target], {source: "source", target: "target"})
+    _require_wallet(accounts[source], "source")
+    dst = _require_wallet(accounts[target], "target")
+    return post_locked(
+        session,
+        lock,
+        accounts,
+        idempotency_key=idempotency_key,
+        kind="transfer",
+        request={"source": source, "target": target, "amount": amount},
+        postings=[(source, amount), (target, -amount)],
         memo=memo,
         operator_id=operator_id,
-        office_id=office_id,
-        customer_id=customer_id,
+        office_id=dst["office_id"],
+        customer_id=dst["customer_id"],
     )
 
 
@@ -256,19 +326,26 @@ def collect_arrears(
 ) -> Posted:
     """Collect old arrears (追缴陈欠) from a customer."""
     check_amount(amount, "amount")
-    _method(method)
-    owed = acc.get_account(session, acc.arrears_code(customer_id), field="customer")
-    if amount > owed.balance:
+    till = _office_till(_method(method), office_id)
+    owed_code = acc.arrears_code(customer_id)
+    lock = lock_ledger(session)
+    accounts = lock_accounts(lock, [till, owed_code], {till: "office_id", owed_code: "customer"})
+    owed = accounts[owed_code]
+    request = {"customer": customer_id, "amount": amount, "office": office_id, "method": method}
+    # A retry of a collection that already happened is answered by the idempotency check.
+    if amount > owed["balance"] and find_posted(session, idempotency_key) is None:
         raise InvalidInput(
-            f"the customer owes {owed.balance} fen; {amount} fen is more than that",
+            f"the customer owes {owed['balance']} fen; {amount} fen is more than that",
             field="amount",
         )
-    return post(
+    return post_locked(
         session,
+        lock,
+        accounts,
         idempotency_key=idempotency_key,
         kind="arrears_collection",
-        request={"customer": customer_id, "amount": amount, "office": office_id, "method": method},
-        postings=[(acc.office_account_code(method, office_id), amount), (owed.id, -amount)],
+        request=request,
+        postings=[(till, amount), (owed_code, -amount)],
         memo=memo,
         operator_id=operator_id,
         office_id=office_id,

@@ -12,6 +12,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from onecard import __version__
 from onecard.runtime import Runtime
 from onecard.web.errors import register_error_handlers
 
@@ -33,10 +34,10 @@ def create_app(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         PERMANENT_SESSION_LIFETIME=dt.timedelta(minutes=rt.settings.session_minutes),
-        JSON_SORT_KEYS=False,
     )
     app.extensions[EXTENSION] = rt
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.json.sort_keys = False  # type: ignore[attr-defined]
 
     @app.teardown_appcontext
     def close_db(_exc: BaseException | None) -> None:
@@ -63,6 +64,19 @@ def create_app(
             "utility_kinds": rt.utilities.codes(),
         }
         return jsonify(HealthOut().dump(body)), 200 if database == "ok" else 503
+
+    @app.get("/")
+    def index() -> ResponseReturnValue:
+        """Say what this server is and where its parts are."""
+        return jsonify(
+            {
+                "name": "onecard",
+                "version": __version__,
+                "health": "/healthz",
+                "api": "/api/v1",
+                "login": "POST /api/v1/session",
+            }
+        )
 
     from onecard.web.api import api
 
