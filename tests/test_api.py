@@ -159,8 +159,8 @@ def test_office_scope_is_enforced(app: Flask, world: World) -> None:
     west = client_for(app, "west")
     assert west.get(f"/api/v1/customers/{world.customer_number}").status_code == 404
     assert west.get("/api/v1/customers?q=王").json["customers"] == []
-    r = sale(west)
-    assert r.status_code == 403 and r.json["field"] == "wallet"
+    r = sale(west)  # another office's wallet is answered as unknown, not as forbidden
+    assert r.status_code == 404 and r.json["field"] == "wallet"
     east = client_for(app, "east")
     assert [c["number"] for c in east.get("/api/v1/customers?q=王").json["customers"]] == [
         world.customer_number
@@ -212,14 +212,17 @@ def test_open_account_via_api(app: Flask) -> None:
         "phone": "13900000002",
         "building": "3号楼",
         "unit": "202",
-        "floor_area": "72.30",
+        "floor_area": 72.3,
         "meters": [{"kind": "electric", "serial": "E0100"}, {"kind": "gas", "serial": "G0100"}],
     }
     r = client.post("/api/v1/customers", json=body)
     assert r.status_code == 201, r.json
     assert r.json["number"].startswith("E01-") and len(r.json["meters"]) == 2
+    assert r.json["premises"][0]["floor_area"] == "72.30"
     for bad, field in [
         ({"meters": [{"kind": "steam", "serial": "S1"}]}, "meters[0].kind"),
+        ({"meters": [{"kind": "rent", "serial": "R1"}]}, "meters[0].kind"),
+        ({"floor_area": True}, "floor_area"),
         ({"meters": [{"kind": "electric", "serial": "E0001"}]}, "meters[0].serial"),
         ({"floor_area": "-3"}, "floor_area"),
         ({"name": " "}, "name"),
@@ -231,6 +234,17 @@ def test_open_account_via_api(app: Flask) -> None:
         if field:
             assert r.json["field"] == field, r.json
         assert state(app)[:3] == before[:3]
+
+
+def test_customer_shows_every_wallet_and_the_arrears(app: Flask, world: World) -> None:
+    rt: Runtime = app.extensions[EXTENSION]
+    from onecard import ledger
+
+    with rt.sessions() as s, s.begin():
+        ledger.consume(s, wallet=world.wallets["electric"], amount=700, idempotency_key="use")
+    shown = client_for(app, "east").get(f"/api/v1/customers/{world.customer_number}").json
+    purposes = {a["purpose"]: a["balance_fen"] for a in shown["accounts"]}
+    assert purposes == {"shared_wallet": 0, "arrears": 700}
 
 
 def test_plugins_endpoint_and_unknown_route(app: Flask) -> None:

@@ -161,6 +161,51 @@ def test_bad_account_openings_exit_non_zero(initialised, args: list[str], messag
     assert run("customer", "show", "E01-000001").exit_code == 1
 
 
+def test_operator_unlock(initialised, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    from onecard import operators as ops
+    from onecard.db import create_db_engine, session_factory
+    from onecard.models import utcnow
+
+    run = initialised
+    run(
+        "operator",
+        "add",
+        "li.na",
+        "--role",
+        "cashier@E01",
+        "--password-stdin",
+        input="cashier-pass-1\n",
+    )
+    engine = create_db_engine(db_url)
+    with session_factory(engine)() as s:
+        for _ in range(ops.MAX_FAILED_LOGINS):
+            with pytest.raises(Exception, match="wrong username"):
+                ops.authenticate(s, "li.na", "nope")
+        s.commit()
+        assert ops.get_operator(s, "li.na").locked_until is not None
+    r = run("operator", "unlock", "li.na")
+    assert r.exit_code == 0 and "unlocked" in r.output
+    with session_factory(engine)() as s:
+        assert ops.authenticate(s, "li.na", "cashier-pass-1", now=utcnow()).failed_logins == 0
+    assert run("operator", "unlock", "ghost").exit_code == 1
+    engine.dispose()
+
+
+def test_a_database_without_an_operator_is_not_served(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--database-url", url, "db", "upgrade"]).exit_code == 0
+    r = runner.invoke(cli, ["--database-url", url, "serve", "--port", "1"])
+    assert r.exit_code == 1 and "no operator yet" in r.output
+
+
+def test_looking_at_a_missing_sqlite_file_does_not_create_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nothing-here.db"
+    r = CliRunner().invoke(cli, ["--database-url", f"sqlite:///{missing}", "office", "list"])
+    assert r.exit_code == 1 and "no database at" in r.output
+    assert not missing.exists()
+
+
 def test_demo_builds_once_and_verifies(run) -> None:  # type: ignore[no-untyped-def]
     r = run("demo", "--no-serve")
     assert r.exit_code == 0, r.output

@@ -57,6 +57,7 @@ def test_retried_sale_never_credits_twice(sessions: sessionmaker[Session], world
             )
         assert not again.created
         assert (again.seq, again.hash, again.postings) == (first.seq, first.hash, first.postings)
+        assert again.created_at == first.created_at and again.created_at.tzinfo is not None
     with sessions() as s:
         assert available(s, wallet) == 5000
 
@@ -213,7 +214,12 @@ def test_refunds_transfers_and_fees(sessions: sessionmaker[Session], world: Worl
         ledger.refund(
             s, wallet=elec, amount=1000, office_id=office, method="payable", idempotency_key="r2"
         )
+        with pytest.raises(InvalidInput, match="owes 1000 fen of refunds"):
+            ledger.pay_refund(s, amount=1001, office_id=office, idempotency_key="r3", method="bank")
         ledger.pay_refund(s, amount=1000, office_id=office, idempotency_key="r3", method="bank")
+        assert not ledger.pay_refund(
+            s, amount=1000, office_id=office, idempotency_key="r3", method="bank"
+        ).created
         ledger.charge_fee(
             s, amount=1500, office_id=office, idempotency_key="f1", customer_id=world.customer_id
         )
@@ -260,7 +266,9 @@ def test_reversal_posts_the_opposite_once_with_a_reason(
         assert not ledger.reverse(
             s, sale.seq, reason_code="operator_error", idempotency_key="rev"
         ).created
-        with pytest.raises(AlreadyReversed, match=f"#{rev.seq}"):
+        with pytest.raises(
+            AlreadyReversed, match=f"#{sale.seq} is already reversed by transaction #{rev.seq}"
+        ):
             ledger.reverse(s, "oops", reason_code="operator_error", idempotency_key="rev-again")
         with pytest.raises(InvalidInput, match="itself a reversal"):
             ledger.reverse(s, rev.seq, reason_code="operator_error", idempotency_key="rev-rev")

@@ -141,6 +141,20 @@ def test_registry_refuses_bad_kinds(kwargs: dict[str, object], message: str) -> 
         load_plugins([plugin("bad", onecard_register_utilities=register)])
 
 
+def test_a_kind_code_longer_than_its_column_is_refused() -> None:
+    def register(registry: UtilityRegistry) -> None:
+        registry.add("w" * 33, names={"zh-CN": "x", "en": "x"}, unit="t")
+
+    with pytest.raises(PluginError, match="at most 32 characters"):
+        load_plugins([plugin("long", onecard_register_utilities=register)])
+
+
+def test_a_hook_with_a_wrong_argument_name_names_the_plugin() -> None:
+    bad = plugin("wrongarg", onecard_register_utilities=lambda registy: None)
+    with pytest.raises(PluginError, match="plugin 'wrongarg' has an invalid hook implementation"):
+        load_plugins([bad])
+
+
 def test_two_plugins_registering_one_kind_name_both() -> None:
     def register(registry: UtilityRegistry) -> None:
         registry.add("electric", names={"zh-CN": "电", "en": "Power"}, unit="kWh")
@@ -216,6 +230,10 @@ def test_attachment_points_take_objects_of_their_interface() -> None:
             "attached twice",
         ),
         (lambda k: k.protocols.add("x", object()), "MeterProtocol"),
+        (
+            lambda k: k.tariffs.add("tiered", FlatModel()),
+            "attached as 'tiered' calls itself 'flat'",
+        ),
         (lambda k: k.reports.add("", Daily()), "non-empty name"),
         (lambda k: (k.set_card_layout(Layout()), k.set_card_layout(Layout())), "set twice"),
         (lambda k: k.set_card_layout(object()), "CardSlotLayout"),
@@ -257,6 +275,36 @@ def test_onecard_register_commands_adds_a_subcommand() -> None:
     ).hook.onecard_register_commands(cli=group)
     result = CliRunner().invoke(group, ["hello"])
     assert result.exit_code == 0 and result.output == "hello from a plugin\n"
+
+
+def test_a_plugin_may_not_replace_a_core_command() -> None:
+    from onecard.plugins import register_commands
+
+    def register(cli: click.Group) -> None:
+        @cli.command("init")
+        def init() -> None:
+            click.echo("hijacked")
+
+    group = click.Group("onecard")
+    original = click.Command("init", callback=lambda: None)
+    group.add_command(original)
+    loaded = load_plugins([plugin("hijack", onecard_register_commands=register)])
+    with pytest.raises(
+        PluginError, match="plugin 'hijack' tried to replace the command\\(s\\) init"
+    ):
+        register_commands(loaded, group)
+    assert group.commands["init"] is original
+
+
+def test_a_plugin_command_hook_that_raises_is_named() -> None:
+    from onecard.plugins import register_commands
+
+    def register(cli: click.Group) -> None:
+        raise KeyError("oops")
+
+    loaded = load_plugins([plugin("crashy", onecard_register_commands=register)])
+    with pytest.raises(PluginError, match="plugin 'crashy' failed while adding commands"):
+        register_commands(loaded, click.Group("onecard"))
 
 
 def test_the_core_has_no_utility_specific_code() -> None:

@@ -20,7 +20,7 @@ from onecard import customers as cust
 from onecard import offices as off
 from onecard import operators as ops
 from onecard.audit import Actor, record
-from onecard.db import is_initialised, upgrade
+from onecard.db import has_operator, is_initialised, sqlite_file_missing, upgrade
 from onecard.errors import InvalidInput, OnecardError
 from onecard.ledger import accounts as acc
 from onecard.models import Operator
@@ -45,6 +45,8 @@ class State:
     @contextmanager
     def session(self, *, initialised: bool = True) -> Iterator[Session]:
         rt = self.runtime()
+        if sqlite_file_missing(rt.engine) and initialised:
+            raise OnecardError(f"no database at {rt.engine.url.database}: run 'onecard init' first")
         if initialised and not is_initialised(rt.engine):
             raise OnecardError(
                 f"the database at {rt.engine.url.render_as_string()} is not initialised: "
@@ -140,7 +142,7 @@ def init(admin: str, office_code: str, office_name: str, password_stdin: bool) -
     st = state()
     rt = st.runtime()
     upgrade(rt.engine)
-    with st.session() as session:
+    with st.session(initialised=False) as session:
         ops.ensure_default_roles(session)
         if session.execute(select(func.count()).select_from(Operator)).scalar_one():
             click.echo("already initialised: schema is up to date")
@@ -273,6 +275,15 @@ def operator_add(
     click.echo(f"operator {username} added")
 
 
+@operator.command("unlock")
+@click.argument("username")
+def operator_unlock(username: str) -> None:
+    """Clear an operator's failed logins and lockout."""
+    with state().session() as session:
+        ops.unlock(session, actor(), username)
+    click.echo(f"operator {username} unlocked")
+
+
 @operator.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def operator_list(as_json: bool) -> None:
@@ -340,7 +351,7 @@ def _customer_text(s: dict[str, Any]) -> str:
     ]
     lines.extend(
         f"  premises: {p['building']} {p['unit']} {p['address']}  "
-        f"floor {p['floor_area']} m²  heated {p['heated_area']} m²"
+        f"floor {p['floor_area'] or '-'} m²  heated {p['heated_area'] or '-'} m²"
         for p in s["premises"]
     )
     lines.extend(
@@ -519,8 +530,8 @@ def serve(host: str, port: int, threads: int) -> None:
 
     st = state()
     rt = st.runtime()
-    if not is_initialised(rt.engine):
-        fail("the database is not initialised: run 'onecard init' first")
+    if not has_operator(rt.engine):
+        fail("the database has no schema or no operator yet: run 'onecard init' first")
     app = create_app(runtime=rt)
     url = rt.engine.url.render_as_string()
     click.echo(f"onecard {__version__} on http://{host}:{port}/  database {url}")
@@ -538,7 +549,7 @@ def demo(host: str, port: int, no_serve: bool) -> None:
     st = state()
     rt = st.runtime()
     upgrade(rt.engine)
-    with st.session() as session:
+    with st.session(initialised=False) as session:
         summary = build_demo(session, rt.utilities)
     click.echo(summary)
     click.echo(
@@ -550,10 +561,10 @@ def demo(host: str, port: int, no_serve: bool) -> None:
 
 def main() -> None:
     """Entry point: add plugin commands (``onecard_register_commands``), then run."""
-    from onecard.plugins import load_plugins
+    from onecard.plugins import load_plugins, register_commands
 
     try:
-        load_plugins().hook.onecard_register_commands(cli=cli)
+        register_commands(load_plugins(), cli)
     except OnecardError as exc:
         click.echo(f"Error: {exc.message}", err=True)
         sys.exit(2)

@@ -14,8 +14,9 @@ ONECARD_DISABLED_PLUGINS    never load these plugins
 ONECARD_SESSION_MINUTES     idle minutes before an operator's session expires (default 30)
 ==========================  =====================================================================
 
-In ``onecard.toml`` the same settings are written in lower case without the prefix
-(``database_url = "..."``).
+In ``onecard.toml`` the database URL, secret key and session minutes can be written in lower case
+without the prefix (``database_url = "..."``); the plugin selection is read from the environment
+only, and the instance path is where the file itself lies.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from onecard.errors import InvalidInput
 
 PREFIX = "ONECARD_"
 KEYS = ("instance_path", "database_url", "secret_key", "session_minutes")
+FILE_KEYS = ("database_url", "secret_key", "session_minutes")
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ def load_settings(
             values.update(tomllib.loads(file.read_text()))
         except tomllib.TOMLDecodeError as exc:
             raise InvalidInput(f"{file}: {exc}", field="onecard.toml") from exc
-        unknown = set(values) - set(KEYS)
+        unknown = set(values) - set(FILE_KEYS)
         if unknown:
             raise InvalidInput(
                 f"{file}: unknown settings {', '.join(sorted(unknown))}", field="onecard.toml"

@@ -44,12 +44,10 @@ class MeterSpec:
 def _area(value: Any, field: str) -> Decimal | None:
     if value is None or value == "":
         return None
-    if isinstance(value, float | bool):
-        raise InvalidInput(
-            f"{field} must be a decimal number written as text or integer", field=field
-        )
+    if isinstance(value, bool):
+        raise InvalidInput(f"{field} must be a number of m², not {value!r}", field=field)
     try:
-        area = Decimal(str(value))
+        area = Decimal(str(value))  # str() of a float is its shortest exact repr: 72.3 -> "72.3"
     except InvalidOperation:
         raise InvalidInput(f"{field} must be a number of m², not {value!r}", field=field) from None
     if not area.is_finite() or area <= 0 or area > Decimal("1000000"):
@@ -96,6 +94,11 @@ def open_account(
             known = ", ".join(utilities.codes()) or "none (no plugins loaded)"
             raise InvalidInput(
                 f"{field}.kind: unknown utility kind {spec.kind!r} (known: {known})",
+                field=f"{field}.kind",
+            )
+        if utilities.get(spec.kind).money_only:
+            raise InvalidInput(
+                f"{field}.kind: {spec.kind!r} is billed in money only and has no meters",
                 field=f"{field}.kind",
             )
         if not _SERIAL.match(spec.serial):
@@ -249,13 +252,15 @@ def customer_summary(session: Session, customer: Customer, *, history: int = 20)
     premises = list(
         session.execute(select(Premises).where(Premises.customer_id == customer.id)).scalars()
     )
-    accounts = {
-        a.meter_id: a
-        for a in session.execute(
-            select(LedgerAccount).where(LedgerAccount.customer_id == customer.id)
+    owned = list(
+        session.execute(
+            select(LedgerAccount)
+            .where(LedgerAccount.customer_id == customer.id)
+            .order_by(LedgerAccount.id)
         ).scalars()
-    }
-    others = [a for a in accounts.values() if a.meter_id is None]
+    )
+    accounts = {a.meter_id: a for a in owned if a.meter_id is not None}
+    others = [a for a in owned if a.meter_id is None]
     meters = []
     for p in premises:
         for m in session.execute(select(Meter).where(Meter.premises_id == p.id)).scalars():

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from alembic import command
@@ -105,5 +106,22 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+def sqlite_file_missing(engine: Engine) -> bool:
+    """True for a SQLite URL whose file does not exist (connecting would create it empty)."""
+    if engine.dialect.name != "sqlite":
+        return False
+    database = engine.url.database or ""
+    return database not in ("", ":memory:") and not Path(database).exists()
+
+
 def is_initialised(engine: Engine) -> bool:
-    return inspect(engine).has_table("ledger_head")
+    """The schema exists (without creating an empty SQLite file to find out)."""
+    return not sqlite_file_missing(engine) and inspect(engine).has_table("ledger_head")
+
+
+def has_operator(engine: Engine) -> bool:
+    """``onecard init`` (or the demo) made at least one operator: someone can log in."""
+    if not is_initialised(engine):
+        return False
+    with engine.connect() as conn:
+        return conn.exec_driver_sql("SELECT 1 FROM operators LIMIT 1").first() is not None

@@ -199,6 +199,16 @@ def authenticate(
     return op
 
 
+def unlock(session: Session, actor: Actor, username: str) -> Operator:
+    """Clear an operator's failed logins and lockout (needs ``operator.manage``)."""
+    op = get_operator(session, username)
+    op.failed_logins = 0
+    op.locked_until = None
+    session.flush()
+    record(session, actor, "operator.unlock", [f"operator:{op.id}"], detail={"username": username})
+    return op
+
+
 def _hasher_dummy_verify(password: str) -> None:
     """Spend the same time for an unknown user as for a wrong password."""
     with contextlib.suppress(VerificationError, InvalidHashError):

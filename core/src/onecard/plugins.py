@@ -117,7 +117,7 @@ def load_plugins(
                 obj = ep.load()
             except Exception as exc:  # a broken plugin must name itself
                 raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
-            pm.register(obj, name=ep.name)
+            _register(pm, obj, ep.name)
             dist = ep.dist
             info.append(
                 PluginInfo(
@@ -133,7 +133,7 @@ def load_plugins(
             name = module.rsplit(".", 1)[-1].removeprefix("onecard_")
             if pm.is_registered(obj) or pm.get_plugin(name) is not None:
                 raise PluginError(f"plugin {name!r} is given twice")
-            pm.register(obj, name=name)
+            _register(pm, obj, name)
             info.append(PluginInfo(name=name, module=module))
     try:
         pm.check_pending()
@@ -141,6 +141,36 @@ def load_plugins(
         raise PluginError(f"a plugin implements an unknown hook: {exc}") from exc
     utilities = _register_utilities(pm, [p.name for p in info])
     return Plugins(manager=pm, utilities=utilities, info=info)
+
+
+def _register(pm: pluggy.PluginManager, obj: object, name: str) -> None:
+    try:
+        pm.register(obj, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {name!r} has an invalid hook implementation: {exc}") from exc
+
+
+def register_commands(plugins: Plugins, cli: Any) -> None:
+    """Let plugins add commands; a plugin may not replace a command that is already there."""
+    before = dict(cli.commands)
+    for name in [p.name for p in plugins.info]:
+        others = [plugins.manager.get_plugin(p.name) for p in plugins.info if p.name != name]
+        caller = plugins.manager.subset_hook_caller(
+            "onecard_register_commands", remove_plugins=others
+        )
+        try:
+            caller(cli=cli)
+        except PluginError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"plugin {name!r} failed while adding commands: {exc}") from exc
+        replaced = [c for c, command in before.items() if cli.commands.get(c) is not command]
+        if replaced:
+            cli.commands.update({c: before[c] for c in replaced})
+            raise PluginError(
+                f"plugin {name!r} tried to replace the command(s) {', '.join(replaced)}"
+            )
+        before = dict(cli.commands)
 
 
 def _register_utilities(pm: pluggy.PluginManager, names: list[str]) -> UtilityRegistry:

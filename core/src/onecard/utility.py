@@ -19,6 +19,7 @@ from onecard.interfaces import CardSlotLayout, MeterProtocol, Report, TariffMode
 T = TypeVar("T")
 
 _CODE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)?$")
+MAX_CODE_LENGTH = 32  # the width of the kind columns
 REQUIRED_LANGUAGES = ("zh-CN", "en")
 
 
@@ -40,6 +41,11 @@ class Attachments(Generic[T]):
             raise PluginError(f"{self._owner}: a {self._what[:-1]} needs a non-empty name")
         if name in self._items:
             raise PluginError(f"{self._owner}: {self._what[:-1]} {name!r} is attached twice")
+        item_name = getattr(item, "name", name)
+        if isinstance(item_name, str) and item_name != name:
+            raise PluginError(
+                f"{self._owner}: {self._what[:-1]} attached as {name!r} calls itself {item_name!r}"
+            )
         if not isinstance(item, self._interface):
             raise PluginError(
                 f"{self._owner}: {self._what[:-1]} {name!r} does not provide the "
@@ -175,10 +181,10 @@ class UtilityRegistry:
         who = self.current_plugin or "a plugin"
         if self._frozen:
             raise PluginError(f"{who}: utility kinds can only be registered at start-up")
-        if not isinstance(code, str) or not _CODE.match(code):
+        if not isinstance(code, str) or not _CODE.match(code) or len(code) > MAX_CODE_LENGTH:
             raise PluginError(
                 f"{who}: utility code {code!r} must be lower-case letters, digits and _, "
-                "with at most one dot (like 'water.cold')"
+                "with at most one dot (like 'water.cold'), at most 32 characters"
             )
         if code in self._kinds:
             first = self._kinds[code].plugin

@@ -27,14 +27,14 @@ from onecard.ledger.operations import (
     sale,
     transfer,
 )
-from onecard.ledger.verify import Problem, Report, verify
+from onecard.ledger.verify import Problem, VerifyReport, verify
 
 __all__ = [
     "MAX_AMOUNT",
     "LedgerLock",
     "Posted",
     "Problem",
-    "Report",
+    "VerifyReport",
     "accounts",
     "charge_fee",
     "check_amount",

@@ -1,17 +1,17 @@
 """Ledger accounts: their codes, and creating them exactly once.
 
-=====================  ===========  ==========================================================
-code                   type         what it holds
-=====================  ===========  ==========================================================
-wallet:meter:<id>      liability    a customer's prepaid credit for one meter
-wallet:customer:<id>   liability    a customer's optional shared wallet (any of their meters)
-arrears:customer:<id>  asset        what a customer owes (use beyond credit and overdraft)
-cash:office:<id>       asset        an office's cash till
-bank:office:<id>       asset        an office's bank account (card, transfer, UnionPay ...)
-revenue:<kind>:office  revenue      revenue of one utility kind at an office
-fees:office:<id>       revenue      card fees, reissue fees, service fees
-refunds:office:<id>    liability    refunds owed to customers, not yet paid out
-=====================  ===========  ==========================================================
+==========================  ===========  ==========================================================
+code                        type         what it holds
+==========================  ===========  ==========================================================
+wallet:meter:<id>           liability    a customer's prepaid credit for one meter
+wallet:customer:<id>        liability    a customer's optional shared wallet (any of their meters)
+arrears:customer:<id>       asset        what a customer owes (use beyond credit and overdraft)
+cash:office:<id>            asset        an office's cash till
+bank:office:<id>            asset        an office's bank account (card, transfer, UnionPay ...)
+revenue:<kind>:office:<id>  revenue      revenue of one utility kind at an office
+fees:office:<id>            revenue      card fees, reissue fees, service fees
+refunds:office:<id>         liability    refunds owed to customers, not yet paid out
+==========================  ===========  ==========================================================
 
 Balances are raw sums of postings (debits positive). Credit-normal accounts (liability, revenue)
 show their natural balance negated: :func:`natural_balance`.

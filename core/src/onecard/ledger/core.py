@@ -227,6 +227,7 @@ _LOCK_BY_ID = (
     .with_for_update()
 )
 _REVERSED_BY = select(_TXN.c.seq).where(_TXN.c.reverses_id == bindparam("rid"))
+_SEQ_OF = select(_TXN.c.seq).where(_TXN.c.id == bindparam("tid"))
 _INSERT_TXN = insert(_TXN).returning(_TXN.c.id)
 
 # The statements that carry only integers and text run on the DB-API cursor of the same
@@ -402,8 +403,9 @@ def post_locked(
     if reverses_id is not None:
         prior = conn.execute(_REVERSED_BY, {"rid": reverses_id}).scalar_one_or_none()
         if prior is not None:
+            original = conn.execute(_SEQ_OF, {"tid": reverses_id}).scalar_one()
             raise AlreadyReversed(
-                f"transaction id {reverses_id} is already reversed by transaction #{prior}",
+                f"transaction #{original} is already reversed by transaction #{prior}",
                 field="transaction",
             )
 

@@ -233,6 +233,13 @@ def pay_refund(
     check_amount(amount, "amount")
     owed = _office_till("refunds", office_id)
     till = acc.office_account_code(_method(method), office_id)
+    lock = lock_ledger(session)
+    payable = -lock_accounts(lock, [owed], {owed: "office_id"})[owed]["balance"]
+    if amount > payable and find_posted(session, idempotency_key) is None:
+        raise InvalidInput(
+            f"the office owes {payable} fen of refunds; {amount} fen is more than that",
+            field="amount",
+        )
     return _office_transfer(
         session,
         kind="refund_payment",

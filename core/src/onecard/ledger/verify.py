@@ -35,7 +35,7 @@ class Problem:
 
 
 @dataclass
-class Report:
+class VerifyReport:
     transactions: int = 0
     postings: int = 0
     accounts: int = 0
@@ -87,9 +87,9 @@ _TXN_FIELDS = (
 )
 
 
-def verify(session: Session, *, batch: int = 5000) -> Report:
+def verify(session: Session, *, batch: int = 5000) -> VerifyReport:
     """Check the whole ledger; the report lists every problem, the earliest transaction first."""
-    report = Report()
+    report = VerifyReport()
     txn_cols = [getattr(LedgerTransaction, name) for name in _TXN_FIELDS]
     rows = session.execute(
         select(*txn_cols, LedgerPosting.account_id, LedgerPosting.amount)

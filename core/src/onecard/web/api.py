@@ -18,7 +18,7 @@ from onecard import ledger
 from onecard import offices as off
 from onecard import operators as ops
 from onecard.audit import Actor, record
-from onecard.errors import InvalidInput, NotFound, PermissionDenied
+from onecard.errors import InvalidInput, NotFound, UnknownAccount
 from onecard.ledger import accounts as acc
 from onecard.models import AuditEvent, LedgerAccount, LedgerPosting, Operator
 from onecard.web import auth, db, runtime
@@ -240,7 +240,8 @@ def create_sale() -> ResponseReturnValue:
         wallet_code = data["wallet"]
     wallet = acc.get_account(session_, wallet_code, field="wallet")
     if wallet.office_id is None or not auth.grants().allows("sale.create", wallet.office_id):
-        raise PermissionDenied("you may not sell to this customer's wallet", field="wallet")
+        # Outside the operator's offices a wallet is as good as unknown: say nothing more.
+        raise UnknownAccount(f"no ledger account {wallet_code!r}", field="wallet")
     posted = ledger.sale(
         session_,
         wallet=wallet_code,

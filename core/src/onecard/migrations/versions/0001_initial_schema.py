@@ -621,6 +621,10 @@ def _create_guards() -> None:
             "CREATE TRIGGER trg_ledger_head_no_delete BEFORE DELETE ON ledger_head "
             "FOR EACH ROW EXECUTE FUNCTION onecard_append_only()"
         )
+        op.execute(
+            "CREATE TRIGGER trg_ledger_head_no_truncate BEFORE TRUNCATE ON ledger_head "
+            "FOR EACH STATEMENT EXECUTE FUNCTION onecard_append_only()"
+        )
     else:
         for table in APPEND_ONLY:
             for verb in ("UPDATE", "DELETE"):
@@ -646,6 +650,7 @@ def _drop_guards() -> None:
             op.execute(f"DROP TRIGGER IF EXISTS trg_{table}_no_truncate ON {table}")
         op.execute("DROP TRIGGER IF EXISTS trg_ledger_head_step ON ledger_head")
         op.execute("DROP TRIGGER IF EXISTS trg_ledger_head_no_delete ON ledger_head")
+        op.execute("DROP TRIGGER IF EXISTS trg_ledger_head_no_truncate ON ledger_head")
         op.execute("DROP FUNCTION IF EXISTS onecard_append_only()")
         op.execute("DROP FUNCTION IF EXISTS onecard_ledger_head_step()")
     else:
