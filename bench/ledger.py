@@ -92,7 +92,7 @@ from onecard.db import SQLITE_BUSY_TIMEOUT_MS, create_db_engine, session_factory
 from onecard.ledger import sale, verify
 from onecard.ledger.accounts import ensure_account, office_account_code
 from onecard.ledger.core import LIMITED_PURPOSES, request_fingerprint, transaction_hash
-from onecard.ledger.verify import Report
+from onecard.ledger.verify import VerifyReport
 from onecard.models import utcnow
 from onecard.offices import create_office
 
@@ -422,7 +422,7 @@ def prepare(url: str) -> int:
         engine.dispose()
 
 
-def check_ledger(url: str) -> Report:
+def check_ledger(url: str) -> VerifyReport:
     """Verify the whole ledger; stop the benchmark if either path left it invalid."""
     engine = create_db_engine(url)
     try:

@@ -202,29 +202,16 @@ def _validate_postings(postings: Sequence[tuple[AccountRef, int]]) -> list[tuple
 
 
 # Statements of the posting path, built once: building them per call costs more than running them.
-_LOCK_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
 _ACCOUNT_COLUMNS = (
-    _ACCOUNT.c.id,
-    _ACCOUNT.c.code,
-    _ACCOUNT.c.type,
-    _ACCOUNT.c.purpose,
-    _ACCOUNT.c.balance,
-    _ACCOUNT.c.overdraft,
-    _ACCOUNT.c.utility_kind,
-    _ACCOUNT.c.office_id,
-    _ACCOUNT.c.customer_id,
-)
-_LOCK_BY_CODE = (
-    select(*_ACCOUNT_COLUMNS)
-    .where(_ACCOUNT.c.code.in_(bindparam("refs", expanding=True)))
-    .order_by(_ACCOUNT.c.id)
-    .with_for_update()
-)
-_LOCK_BY_ID = (
-    select(*_ACCOUNT_COLUMNS)
-    .where(_ACCOUNT.c.id.in_(bindparam("refs", expanding=True)))
-    .order_by(_ACCOUNT.c.id)
-    .with_for_update()
+    "id",
+    "code",
+    "type",
+    "purpose",
+    "balance",
+    "overdraft",
+    "utility_kind",
+    "office_id",
+    "customer_id",
 )
 _REVERSED_BY = select(_TXN.c.seq).where(_TXN.c.reverses_id == bindparam("rid"))
 _SEQ_OF = select(_TXN.c.seq).where(_TXN.c.id == bindparam("tid"))
@@ -234,6 +221,7 @@ _INSERT_TXN = insert(_TXN).returning(_TXN.c.id)
 # connection (same transaction): SQLAlchemy's fixed cost per execute is most of a sale's CPU time.
 # Written with "?" placeholders; psycopg gets "%s". bench/ledger.py measures the difference.
 _DRIVER_SQL = {
+    "lock_head": f"SELECT seq, hash FROM {_HEAD.name} WHERE id = 1",
     "by_key": f"SELECT id, seq, kind, request_hash FROM {_TXN.name} WHERE idempotency_key = ?",
     "insert_posting": (
         f"INSERT INTO {_POSTING.name} (transaction_id, account_id, amount) VALUES (?, ?, ?)"
@@ -244,6 +232,9 @@ _DRIVER_SQL = {
 _DRIVER_SQL_FORMAT = {name: sql.replace("?", "%s") for name, sql in _DRIVER_SQL.items()}
 
 
+_LOCKING = " FOR UPDATE"  # PostgreSQL row locks; SQLite's BEGIN IMMEDIATE already holds the db
+
+
 class _Driver:
     """Runs the plain statements above on the DB-API connection behind ``conn``."""
 
@@ -251,14 +242,29 @@ class _Driver:
         raw = conn.connection.driver_connection
         assert raw is not None, "the connection is closed"
         self.raw: Any = raw
-        qmark = conn.dialect.paramstyle in ("qmark", "numeric")
-        self.sql = _DRIVER_SQL if qmark else _DRIVER_SQL_FORMAT
+        self.qmark = conn.dialect.paramstyle in ("qmark", "numeric")
+        self.sql = _DRIVER_SQL if self.qmark else _DRIVER_SQL_FORMAT
+        self.locking = "" if self.qmark else _LOCKING
 
-    def one(self, name: str, params: Sequence[Any]) -> Any:
+    def one(self, name: str, params: Sequence[Any], *, lock: bool = False) -> Any:
         cursor = self.raw.cursor()
         try:
-            cursor.execute(self.sql[name], params)
+            cursor.execute(self.sql[name] + (self.locking if lock else ""), params)
             return cursor.fetchone()
+        finally:
+            cursor.close()
+
+    def accounts(self, column: str, refs: Sequence[AccountRef]) -> list[dict[str, Any]]:
+        """Lock and read the accounts whose ``column`` (code or id) is in ``refs``."""
+        mark = "?" if self.qmark else "%s"
+        sql = (
+            f"SELECT {', '.join(_ACCOUNT_COLUMNS)} FROM {_ACCOUNT.name} "
+            f"WHERE {column} IN ({', '.join([mark] * len(refs))}) ORDER BY id{self.locking}"
+        )
+        cursor = self.raw.cursor()
+        try:
+            cursor.execute(sql, list(refs))
+            return [dict(zip(_ACCOUNT_COLUMNS, row, strict=True)) for row in cursor.fetchall()]
         finally:
             cursor.close()
 
@@ -276,6 +282,7 @@ class LedgerLock:
     sequence number and hash read under it."""
 
     conn: Connection
+    driver: _Driver
     seq: int
     hash: str
 
@@ -286,8 +293,9 @@ def lock_ledger(session: Session) -> LedgerLock:
     Call it before reading balances that decide what to post; :func:`post` takes it itself.
     """
     conn = session.connection()
-    row = conn.execute(_LOCK_HEAD).one()
-    return LedgerLock(conn=conn, seq=row.seq, hash=row.hash)
+    driver = _Driver(conn)
+    seq, hash_ = driver.one("lock_head", (), lock=True)
+    return LedgerLock(conn=conn, driver=driver, seq=seq, hash=hash_)
 
 
 def lock_accounts(
@@ -299,17 +307,15 @@ def lock_accounts(
 
     ``fields`` names the input field to blame for each reference (default ``postings[i]``).
     """
-    conn = lock.conn
     codes = [r for r in refs if isinstance(r, str)]
     ids = [r for r in refs if not isinstance(r, str)]
-    rows: list[Any] = []
+    rows: list[dict[str, Any]] = []
     if codes:
-        rows += conn.execute(_LOCK_BY_CODE, {"refs": codes}).all()
+        rows += lock.driver.accounts("code", codes)
     if ids:
-        rows += conn.execute(_LOCK_BY_ID, {"refs": ids}).all()
+        rows += lock.driver.accounts("id", ids)
     found: dict[AccountRef, dict[str, Any]] = {}
-    for row in rows:
-        data = row._asdict()
+    for data in rows:
         found[data["code"]] = data
         found[data["id"]] = data
     for i, ref in enumerate(refs):
@@ -387,7 +393,7 @@ def post_locked(
     by_id = [(acc["id"], amount) for acc, amount in resolved]
     fingerprint = request_fingerprint(kind, request, by_id, memo, reason_code, reverses_id)
     conn = lock.conn
-    driver = _Driver(conn)
+    driver = lock.driver
 
     existing = driver.one("by_key", (idempotency_key,))
     if existing is not None:
