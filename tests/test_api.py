@@ -159,8 +159,22 @@ def test_office_scope_is_enforced(app: Flask, world: World) -> None:
     west = client_for(app, "west")
     assert west.get(f"/api/v1/customers/{world.customer_number}").status_code == 404
     assert west.get("/api/v1/customers?q=王").json["customers"] == []
-    r = sale(west)  # another office's wallet is answered as unknown, not as forbidden
-    assert r.status_code == 404 and r.json["field"] == "wallet"
+    # Another office's meter or wallet is answered exactly as an unknown one, not as forbidden.
+    r = sale(west)
+    assert (r.status_code, r.json) == (
+        404,
+        sale(west, meter="NOPE").json | {"message": r.json["message"]},
+    )
+    assert r.json["message"] == "no meter with serial 'E0001'"
+    mine, theirs = (
+        sale(west, meter=None, wallet=world.wallets["electric"]),
+        sale(west, meter=None, wallet="wallet:meter:999"),
+    )
+    assert mine.status_code == theirs.status_code == 404
+    assert (
+        mine.json.keys() == theirs.json.keys()
+        and mine.json["detail"].keys() == theirs.json["detail"].keys()
+    )
     east = client_for(app, "east")
     assert [c["number"] for c in east.get("/api/v1/customers?q=王").json["customers"]] == [
         world.customer_number

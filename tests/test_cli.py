@@ -203,6 +203,8 @@ def test_looking_at_a_missing_sqlite_file_does_not_create_it(tmp_path: Path) -> 
     missing = tmp_path / "nothing-here.db"
     r = CliRunner().invoke(cli, ["--database-url", f"sqlite:///{missing}", "office", "list"])
     assert r.exit_code == 1 and "no database at" in r.output
+    r = CliRunner().invoke(cli, ["--database-url", f"sqlite:///{missing}", "db", "current"])
+    assert r.exit_code == 1 and "no database at" in r.output
     assert not missing.exists()
 
 

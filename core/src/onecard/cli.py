@@ -180,7 +180,10 @@ def db_current() -> None:
     """Print the schema revision."""
     from onecard.db import current_revision
 
-    click.echo(current_revision(state().runtime().engine) or "empty")
+    engine = state().runtime().engine
+    if sqlite_file_missing(engine):
+        fail(f"no database at {engine.url.database}")
+    click.echo(current_revision(engine) or "empty")
 
 
 # plugins ----------------------------------------------------------------------------------------

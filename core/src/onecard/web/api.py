@@ -240,8 +240,13 @@ def create_sale() -> ResponseReturnValue:
         wallet_code = data["wallet"]
     wallet = acc.get_account(session_, wallet_code, field="wallet")
     if wallet.office_id is None or not auth.grants().allows("sale.create", wallet.office_id):
-        # Outside the operator's offices a wallet is as good as unknown: say nothing more.
-        raise UnknownAccount(f"no ledger account {wallet_code!r}", field="wallet")
+        # Outside the operator's offices a meter or wallet is as good as unknown: answer exactly
+        # as for one that does not exist.
+        if data["meter"]:
+            raise NotFound(f"no meter with serial {data['meter']!r}", field="meter")
+        raise UnknownAccount(
+            f"no ledger account {wallet_code!r}", field="wallet", account=wallet_code
+        )
     posted = ledger.sale(
         session_,
         wallet=wallet_code,
