@@ -150,20 +150,28 @@ def _register(pm: pluggy.PluginManager, obj: object, name: str) -> None:
         raise PluginError(f"plugin {name!r} has an invalid hook implementation: {exc}") from exc
 
 
+def _call_one(
+    pm: pluggy.PluginManager, names: list[str], name: str, hook: str, doing: str, **kwargs: Any
+) -> None:
+    """Call ``hook`` of plugin ``name`` alone, so what it registers can be attributed to it."""
+    others = [pm.get_plugin(n) for n in names if n != name]
+    caller = pm.subset_hook_caller(hook, remove_plugins=others)
+    try:
+        caller(**kwargs)
+    except PluginError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"plugin {name!r} failed while {doing}: {exc}") from exc
+
+
 def register_commands(plugins: Plugins, cli: Any) -> None:
     """Let plugins add commands; a plugin may not replace a command that is already there."""
+    names = [p.name for p in plugins.info]
     before = dict(cli.commands)
-    for name in [p.name for p in plugins.info]:
-        others = [plugins.manager.get_plugin(p.name) for p in plugins.info if p.name != name]
-        caller = plugins.manager.subset_hook_caller(
-            "onecard_register_commands", remove_plugins=others
+    for name in names:
+        _call_one(
+            plugins.manager, names, name, "onecard_register_commands", "adding commands", cli=cli
         )
-        try:
-            caller(cli=cli)
-        except PluginError:
-            raise
-        except Exception as exc:
-            raise PluginError(f"plugin {name!r} failed while adding commands: {exc}") from exc
         replaced = [c for c, command in before.items() if cli.commands.get(c) is not command]
         if replaced:
             cli.commands.update({c: before[c] for c in replaced})
@@ -176,17 +184,16 @@ def register_commands(plugins: Plugins, cli: Any) -> None:
 def _register_utilities(pm: pluggy.PluginManager, names: list[str]) -> UtilityRegistry:
     """Call ``onecard_register_utilities`` plugin by plugin, so each kind knows its plugin."""
     registry = UtilityRegistry()
-    plugins = {name: pm.get_plugin(name) for name in names}
-    for name in plugins:
-        others = [p for n, p in plugins.items() if n != name]
-        caller = pm.subset_hook_caller("onecard_register_utilities", remove_plugins=others)
+    for name in names:
         registry.current_plugin = name
-        try:
-            caller(registry=registry)
-        except PluginError:
-            raise
-        except Exception as exc:
-            raise PluginError(f"plugin {name!r} failed while registering utilities: {exc}") from exc
+        _call_one(
+            pm,
+            names,
+            name,
+            "onecard_register_utilities",
+            "registering utilities",
+            registry=registry,
+        )
     registry.current_plugin = None
     registry.freeze()
     return registry

@@ -404,7 +404,7 @@ def post_locked(
                 f"transaction (#{existing_seq}, {existing_kind})",
                 field="idempotency_key",
             )
-        return _posted(session, existing_id)
+        return load_posted(session, existing_id)
 
     if reverses_id is not None:
         prior = conn.execute(_REVERSED_BY, {"rid": reverses_id}).scalar_one_or_none()
@@ -471,10 +471,10 @@ def _check_limit(account: dict[str, Any], amount: int) -> None:
 def find_posted(session: Session, idempotency_key: str) -> Posted | None:
     """The transaction already posted under ``idempotency_key``, if any."""
     row = _Driver(session.connection()).one("by_key", (idempotency_key,))
-    return None if row is None else _posted(session, row[0])
+    return None if row is None else load_posted(session, row[0])
 
 
-def _posted(session: Session, txn_id: int) -> Posted:
+def load_posted(session: Session, txn_id: int) -> Posted:
     """The stored transaction ``txn_id`` as a :class:`Posted` with ``created=False``."""
     txn = session.get(LedgerTransaction, txn_id)
     assert txn is not None

@@ -20,7 +20,7 @@ from onecard import operators as ops
 from onecard.audit import Actor, record
 from onecard.errors import InvalidInput, NotFound, UnknownAccount
 from onecard.ledger import accounts as acc
-from onecard.models import AuditEvent, LedgerAccount, LedgerPosting, Operator
+from onecard.models import AuditEvent, Operator
 from onecard.web import auth, db, runtime
 from onecard.web import schemas as s
 
@@ -283,27 +283,7 @@ def show_transaction(seq: int) -> ResponseReturnValue:
     txn = ledger.get_transaction(db(), seq)
     if txn.office_id is not None and not auth.grants().allows("customer.view", txn.office_id):
         raise NotFound(f"no ledger transaction {seq}", field="transaction")
-    rows = (
-        db()
-        .execute(
-            select(LedgerAccount.code, LedgerPosting.amount)
-            .join(LedgerAccount, LedgerAccount.id == LedgerPosting.account_id)
-            .where(LedgerPosting.transaction_id == txn.id)
-            .order_by(LedgerPosting.id)
-        )
-        .all()
-    )
-    posted = ledger.Posted(
-        id=txn.id,
-        seq=txn.seq,
-        idempotency_key=txn.idempotency_key,
-        kind=txn.kind,
-        hash=txn.hash,
-        created_at=txn.created_at,
-        postings=tuple((c, a) for c, a in rows),
-        created=False,
-    )
-    return jsonify(transaction_out(posted)), 200
+    return jsonify(transaction_out(ledger.load_posted(db(), txn.id))), 200
 
 
 @api.post("/ledger/transactions/<int:seq>/reversal")
