@@ -338,11 +338,15 @@ def post(
     office_id: int | None = None,
     customer_id: int | None = None,
     request: Mapping[str, Any] | None = None,
+    fields: Mapping[AccountRef, str] | None = None,
 ) -> Posted:
-    """Post a balanced transaction; accounts are given by code or id. Does not commit."""
+    """Post a balanced transaction; accounts are given by code or id. Does not commit.
+
+    ``fields`` names the input field to blame when an account does not exist.
+    """
     legs = _validate_postings(postings)
     lock = lock_ledger(session)  # one chain, one writer at a time; from here on we see all commits
-    accounts = lock_accounts(lock, [ref for ref, _ in legs])
+    accounts = lock_accounts(lock, [ref for ref, _ in legs], fields)
     return post_locked(
         session,
         lock,

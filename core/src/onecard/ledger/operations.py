@@ -34,6 +34,7 @@ from onecard.ledger.core import (
     find_posted,
     lock_accounts,
     lock_ledger,
+    post,
     post_locked,
 )
 
@@ -185,39 +186,6 @@ def refund(
     )
 
 
-def _office_transfer(
-    session: Session,
-    *,
-    kind: str,
-    debit: str,
-    credit: str,
-    amount: int,
-    office_id: int,
-    idempotency_key: str,
-    request: dict[str, Any],
-    customer_id: int | None,
-    operator_id: int | None,
-    memo: str,
-    fields: dict[AccountRef, str],
-) -> Posted:
-    """Post ``amount`` from one account to another with no wallet involved."""
-    lock = lock_ledger(session)
-    accounts = lock_accounts(lock, [debit, credit], fields)
-    return post_locked(
-        session,
-        lock,
-        accounts,
-        idempotency_key=idempotency_key,
-        kind=kind,
-        request=request,
-        postings=[(debit, amount), (credit, -amount)],
-        memo=memo,
-        operator_id=operator_id,
-        office_id=office_id,
-        customer_id=customer_id,
-    )
-
-
 def pay_refund(
     session: Session,
     *,
@@ -234,25 +202,26 @@ def pay_refund(
     owed = _office_till("refunds", office_id)
     till = acc.office_account_code(_method(method), office_id)
     lock = lock_ledger(session)
-    payable = -lock_accounts(lock, [owed], {owed: "office_id"})[owed]["balance"]
+    accounts = lock_accounts(lock, [owed, till], {owed: "office_id", till: "office_id"})
+    payable = -accounts[owed]["balance"]
+    # A retry of a payout that already happened is answered by the idempotency check.
     if amount > payable and find_posted(session, idempotency_key) is None:
         raise InvalidInput(
             f"the office owes {payable} fen of refunds; {amount} fen is more than that",
             field="amount",
         )
-    return _office_transfer(
+    return post_locked(
         session,
-        kind="refund_payment",
-        debit=owed,
-        credit=till,
-        amount=amount,
-        office_id=office_id,
+        lock,
+        accounts,
         idempotency_key=idempotency_key,
+        kind="refund_payment",
         request={"amount": amount, "office": office_id, "method": method, "customer": customer_id},
-        customer_id=customer_id,
-        operator_id=operator_id,
+        postings=[(owed, amount), (till, -amount)],
         memo=memo,
-        fields={owed: "office_id", till: "office_id"},
+        operator_id=operator_id,
+        office_id=office_id,
+        customer_id=customer_id,
     )
 
 
@@ -271,18 +240,16 @@ def charge_fee(
     check_amount(amount, "amount")
     till = _office_till(_method(method), office_id)
     fees = acc.office_account_code("fees", office_id)
-    return _office_transfer(
+    return post(
         session,
-        kind="fee",
-        debit=till,
-        credit=fees,
-        amount=amount,
-        office_id=office_id,
         idempotency_key=idempotency_key,
+        kind="fee",
         request={"amount": amount, "office": office_id, "method": method, "customer": customer_id},
-        customer_id=customer_id,
-        operator_id=operator_id,
+        postings=[(till, amount), (fees, -amount)],
         memo=memo,
+        operator_id=operator_id,
+        office_id=office_id,
+        customer_id=customer_id,
         fields={till: "office_id", fees: "office_id"},
     )
 
