@@ -7,6 +7,13 @@ missing=()
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || missing+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v gcc >/dev/null || missing+=(build-essential python3-dev)
+# PC/SC: pyscard is built against libpcsclite with swig; the card tests run pcscd with vsmartcard's
+# virtual reader driver (vpcd) and look at it with pcsc_scan and scriptor (pcsc-tools).
+command -v swig >/dev/null || missing+=(swig)
+[ -e /usr/include/PCSC/winscard.h ] || missing+=(libpcsclite-dev)
+command -v pcscd >/dev/null || [ -x /usr/sbin/pcscd ] || missing+=(pcscd)
+[ -e /usr/lib/pcsc/drivers/serial/libifdvpcd.so ] || missing+=(vsmartcard-vpcd)
+command -v pcsc_scan >/dev/null || missing+=(pcsc-tools)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
@@ -14,7 +21,8 @@ fi
 if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     echo "installing system packages: ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
 else
     echo "onecard needs these system packages: ${missing[*]}" >&2
     echo "install them (on Debian: apt-get install ${missing[*]}) and run make again" >&2

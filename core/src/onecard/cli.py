@@ -20,6 +20,8 @@ from onecard import customers as cust
 from onecard import offices as off
 from onecard import operators as ops
 from onecard.audit import Actor, record
+from onecard.card.card_cli import card as card_group
+from onecard.card.keys_cli import keys as keys_group
 from onecard.db import has_operator, is_initialised, sqlite_file_missing, upgrade
 from onecard.errors import InvalidInput, OnecardError
 from onecard.ledger import accounts as acc
@@ -560,6 +562,10 @@ def demo(host: str, port: int, no_serve: bool) -> None:
     )
     if not no_serve:
         click.get_current_context().invoke(serve, host=host, port=port, threads=8)
+
+
+cli.add_command(keys_group)
+cli.add_command(card_group)
 
 
 def main() -> None:

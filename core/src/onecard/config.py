@@ -12,11 +12,15 @@ ONECARD_SECRET_KEY          signs session cookies; default: a random key kept in
 ONECARD_PLUGINS             load only these plugins (comma-separated entry-point names)
 ONECARD_DISABLED_PLUGINS    never load these plugins
 ONECARD_SESSION_MINUTES     idle minutes before an operator's session expires (default 30)
+ONECARD_READER              the PC/SC card reader to use (exact name or a unique part of it);
+                            default: the only reader present
+ONECARD_KEK                 the key-encryption key of the site keys (hex); default: the file
+                            ``<instance>/kek`` (see docs/cards-keys.md)
 ==========================  =====================================================================
 
-In ``onecard.toml`` the database URL, secret key and session minutes can be written in lower case
-without the prefix (``database_url = "..."``); the plugin selection is read from the environment
-only, and the instance path is where the file itself lies.
+In ``onecard.toml`` the database URL, secret key, session minutes and reader can be written in
+lower case without the prefix (``database_url = "..."``); the plugin selection and the KEK are read
+from the environment only, and the instance path is where the file itself lies.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ from typing import Any
 from onecard.errors import InvalidInput
 
 PREFIX = "ONECARD_"
-KEYS = ("instance_path", "database_url", "secret_key", "session_minutes")
-FILE_KEYS = ("database_url", "secret_key", "session_minutes")
+KEYS = ("instance_path", "database_url", "secret_key", "session_minutes", "reader")
+FILE_KEYS = ("database_url", "secret_key", "session_minutes", "reader")
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class Settings:
     database_url: str
     secret_key: str | None = None
     session_minutes: int = 30
+    reader: str | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -89,6 +94,7 @@ def load_settings(
         instance_path=instance,
         database_url=values.get("database_url") or f"sqlite:///{instance / 'onecard.db'}",
         secret_key=values.get("secret_key"),
+        reader=values.get("reader") or None,
     )
     if "session_minutes" in values:
         try:

@@ -115,3 +115,68 @@ class AlreadyReversed(LedgerError):
 
     status = 409
     code = "already_reversed"
+
+
+# Card errors ------------------------------------------------------------------------------------
+
+
+class CardError(OnecardError):
+    """Base class: the card or the reader refused, or the card is not what it must be."""
+
+    status = 409
+    code = "card_error"
+
+
+class NoReader(CardError):
+    """No card reader (or not the named one) is connected."""
+
+    status = 503
+    code = "no_reader"
+
+
+class NoCard(CardError):
+    """The reader is there but holds no card."""
+
+    code = "no_card"
+
+
+class CardRemoved(CardError):
+    """The card left the reader during an operation; what was written is not known."""
+
+    code = "card_removed"
+
+
+class ReaderError(CardError):
+    """The reader answered an APDU with an unexpected status word."""
+
+    code = "reader_error"
+
+
+class WrongKey(CardError):
+    """The card refused authentication: its keys are not the ones this site derives for it."""
+
+    code = "wrong_key"
+
+
+class NotOurCard(CardError):
+    """The card carries no onecard header (blank, or another system's card)."""
+
+    code = "not_our_card"
+
+
+class ForeignSiteCard(CardError):
+    """The card was issued by another onecard site."""
+
+    code = "foreign_site"
+
+
+class CardTampered(CardError):
+    """A record's MAC does not match: the card was edited, cloned to another UID, or forged."""
+
+    code = "card_tampered"
+
+
+class CardRefused(CardError):
+    """The card is known but may not be used (lost, blacklisted, retired, wrong type)."""
+
+    code = "card_refused"

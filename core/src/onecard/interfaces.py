@@ -35,12 +35,24 @@ class CardSlotLayout(Protocol):
     """The bytes a utility kind keeps in its slot of the one-card, declared as data.
 
     ``purchase_fields`` and ``return_fields`` are sequences of field declarations
-    (name, offset, type, length); one declaration both encodes and decodes.
+    (name, offset, type, length); one declaration both encodes and decodes. The core's
+    :class:`onecard.card.layout.SlotLayout` is the implementation plugins use.
     """
 
-    blocks: int
-    purchase_fields: Sequence[Any]
-    return_fields: Sequence[Any]
+    @property
+    def blocks(self) -> int:
+        """How many 16-byte data blocks the slot takes on the card."""
+        ...
+
+    @property
+    def purchase_fields(self) -> Sequence[Any]:
+        """The fields of the purchase record the office writes."""
+        ...
+
+    @property
+    def return_fields(self) -> Sequence[Any]:
+        """The fields of the return record the meter writes."""
+        ...
 
 
 @runtime_checkable

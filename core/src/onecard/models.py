@@ -18,11 +18,13 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -229,6 +231,168 @@ class Card(Base):
     reissue_count: Mapped[int] = mapped_column(Integer, default=0)
     replaced_by_id: Mapped[int | None] = mapped_column(ForeignKey("cards.id"))
     issued_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    office_id: Mapped[int | None] = mapped_column(ForeignKey("offices.id"), index=True)
+    #: the operator a manager card belongs to
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id"))
+    #: what a tool card carries (settings, the installation it registers ...)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status_changed_at: Mapped[dt.datetime | None]
+    status_reason: Mapped[str] = mapped_column(String(300), default="")
+
+    slots: Mapped[list[CardSlot]] = relationship(
+        back_populates="card", order_by="CardSlot.slot", cascade="all, delete-orphan"
+    )
+
+
+class CardProfile(Base):
+    """Which utility kinds a one-card carries, slot by slot (four, six, eight, or an office's own).
+
+    ``number`` is what the card header stores. ``slots`` is a list of ``{"kind": code,
+    "label": text}``; the card map (``onecard.card.layout``) allocates their blocks.
+    """
+
+    __tablename__ = "card_profiles"
+    __table_args__ = (CheckConstraint("card_size IN ('1k', '4k')", name="card_size"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, unique=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    names: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    card_size: Mapped[str] = mapped_column(String(4), default="1k")
+    slots: Mapped[list[Any]] = mapped_column(default=list)
+    office_id: Mapped[int | None] = mapped_column(ForeignKey("offices.id"))
+    builtin: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class CardSlot(Base):
+    """A slot of a user card bound to a meter; ``start_block`` is where its records begin."""
+
+    __tablename__ = "card_slots"
+    __table_args__ = (UniqueConstraint("card_id", "slot"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    card_id: Mapped[int] = mapped_column(ForeignKey("cards.id"))
+    slot: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    start_block: Mapped[int] = mapped_column(Integer)
+    meter_id: Mapped[int | None] = mapped_column(ForeignKey("meters.id"), index=True)
+
+    card: Mapped[Card] = relationship(back_populates="slots")
+    meter: Mapped[Meter | None] = relationship()
+
+
+class CardPurchase(Base):
+    """A purchase carried to a card meter: pending until written and verified, then confirmed.
+
+    ``seq`` is the meter's purchase sequence number (the meter accepts only the next one); it
+    continues across card reissues. A pending or voided purchase has no ledger transaction; a
+    confirmed one has the sale's, and a cancelled one also its reversal.
+    """
+
+    __tablename__ = "card_purchases"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'confirmed', 'voided', 'cancelled')", name="status"),
+        Index(
+            "uq_card_purchases_meter_id_seq_live",
+            "meter_id",
+            "seq",
+            unique=True,
+            sqlite_where=text("status IN ('pending', 'confirmed')"),
+            postgresql_where=text("status IN ('pending', 'confirmed')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(100), unique=True)
+    sale_key: Mapped[str] = mapped_column(String(100), index=True)
+    meter_id: Mapped[int] = mapped_column(ForeignKey("meters.id"), index=True)
+    card_id: Mapped[int] = mapped_column(ForeignKey("cards.id"), index=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    office_id: Mapped[int] = mapped_column(ForeignKey("offices.id"), index=True)
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id"))
+    slot: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(Integer)
+    amount: Mapped[int] = mapped_column(Money)
+    units: Mapped[int | None] = mapped_column(BigInteger)
+    method: Mapped[str] = mapped_column(String(16), default="cash")
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    written_at: Mapped[dt.datetime]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    confirmed_at: Mapped[dt.datetime | None]
+    closed_at: Mapped[dt.datetime | None]
+    close_reason: Mapped[str] = mapped_column(String(300), default="")
+    authorized_by_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id"))
+    rewrites: Mapped[int] = mapped_column(Integer, default=0)
+    transaction_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_transactions.id"))
+    reversal_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_transactions.id"))
+
+    meter: Mapped[Meter] = relationship()
+    card: Mapped[Card] = relationship()
+
+
+class MeterReading(Base):
+    """What a meter reported: from a card's return record, a check card, or a remote read.
+
+    ``cumulative`` is in the kind's smallest unit (10**-unit_decimals); ``remaining`` is the
+    credit the meter holds, in fen or in smallest units as its slot layout says.
+    """
+
+    __tablename__ = "meter_readings"
+    __table_args__ = (
+        UniqueConstraint("meter_id", "source", "taken_at", "cumulative"),
+        Index("ix_meter_readings_meter_id_taken_at", "meter_id", "taken_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    meter_id: Mapped[int] = mapped_column(ForeignKey("meters.id"))
+    source: Mapped[str] = mapped_column(String(16))
+    taken_at: Mapped[dt.datetime]
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    cumulative: Mapped[int] = mapped_column(BigInteger)
+    remaining: Mapped[int | None] = mapped_column(BigInteger)
+    last_seq: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[int] = mapped_column(Integer, default=0)
+    card_id: Mapped[int | None] = mapped_column(ForeignKey("cards.id"))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+# Site identity and keys -------------------------------------------------------------------------
+
+
+class Installation(Base):
+    """This installation (one row): the site id written on every card it issues."""
+
+    __tablename__ = "installation"
+    __table_args__ = (
+        CheckConstraint("id = 1", name="singleton"),
+        CheckConstraint("site_id BETWEEN 1 AND 4294967295", name="site_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False, default=1)
+    site_id: Mapped[int] = mapped_column(BigInteger)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class SiteKey(Base):
+    """A site master key (AES-128), wrapped under the key-encryption key; never stored plain.
+
+    ``purpose`` is ``card`` (sector keys) or ``mac`` (record MACs). ``kcv`` is the key check
+    value (not secret) that lets an operator compare keys without seeing them.
+    """
+
+    __tablename__ = "site_keys"
+    __table_args__ = (UniqueConstraint("version", "purpose"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    purpose: Mapped[str] = mapped_column(String(16))
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary)
+    kcv: Mapped[str] = mapped_column(String(6))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    retired_at: Mapped[dt.datetime | None]
 
 
 class Tariff(Base):

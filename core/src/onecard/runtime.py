@@ -7,10 +7,10 @@ plugin list.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,6 +20,10 @@ from onecard.db import create_db_engine, session_factory
 from onecard.plugins import Plugins, load_plugins
 from onecard.utility import UtilityRegistry
 
+if TYPE_CHECKING:
+    from onecard.card.profiles import ProfileCheck
+    from onecard.card.service import CardDesk
+
 
 @dataclass
 class Runtime:
@@ -27,6 +31,7 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     plugins: Plugins
+    _desk: CardDesk | None = field(default=None, init=False, repr=False)
 
     @property
     def utilities(self) -> UtilityRegistry:
@@ -54,3 +59,25 @@ class Runtime:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def card_desk(self) -> CardDesk:
+        """The card operations of this installation (made on first use: it needs the KEK)."""
+        if self._desk is None:
+            from onecard.card.keys import KeyStore, load_kek
+            from onecard.card.service import CardDesk
+
+            self._desk = CardDesk(self.sessions, self.utilities, KeyStore(load_kek(self.settings)))
+        return self._desk
+
+    def settings_reader(self) -> str | None:
+        return self.settings.reader
+
+    def check_card_profiles(self) -> ProfileCheck | None:
+        """The start-up check of the card profiles (None before the database is initialised)."""
+        from onecard.card.profiles import check_profiles
+        from onecard.db import is_initialised
+
+        if not is_initialised(self.engine):
+            return None
+        with self.sessions() as session:
+            return check_profiles(session, self.utilities)

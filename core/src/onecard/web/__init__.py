@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterable, Mapping
 from types import ModuleType
 from typing import Any
@@ -17,6 +18,7 @@ from onecard.runtime import Runtime
 from onecard.web.errors import register_error_handlers
 
 EXTENSION = "onecard"
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -28,6 +30,9 @@ def create_app(
     """Build the app. ``config`` overrides settings (keys as in ``onecard.toml``);
     ``plugins`` replaces entry-point discovery (tests pass their list)."""
     rt = runtime or Runtime.create(config, plugins=plugins)
+    check = rt.check_card_profiles()  # a profile that no longer fits its card stops start-up
+    if check is not None and check.unavailable:
+        log.warning("card profiles unavailable with these plugins: %s", check.unavailable)
     app = Flask("onecard", instance_path=str(rt.settings.instance_path))
     app.config.update(
         SECRET_KEY=rt.settings.ensure_secret_key(),
@@ -79,8 +84,10 @@ def create_app(
         )
 
     from onecard.web.api import api
+    from onecard.web.card_api import card_api
 
     app.register_blueprint(api)
+    app.register_blueprint(card_api)
     register_error_handlers(app)
     return app
 

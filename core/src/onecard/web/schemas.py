@@ -147,3 +147,90 @@ class HealthOut(Schema):
     database = fields.String()
     plugins = fields.List(fields.String())
     utility_kinds = fields.List(fields.String())
+
+
+# Cards ------------------------------------------------------------------------------------------
+
+
+class ReaderChoice(Schema):
+    """Which PC/SC reader to use (default: the server's ONECARD_READER, or the only one)."""
+
+    reader = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
+
+
+class CardIssueRequest(ReaderChoice):
+    customer = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    profile = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    meters = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+
+
+class CardSaleItemIn(Schema):
+    meter = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    amount_fen = fields.Integer(required=True, strict=True, validate=FEN)
+    units = fields.Integer(load_default=None, strict=True, validate=validate.Range(min=1))
+    params = fields.Dict(keys=fields.String(), values=fields.Raw(), load_default=dict)
+
+
+class CardSaleRequest(ReaderChoice):
+    sale_key = fields.String(required=True, validate=KEY)
+    items = fields.List(
+        fields.Nested(CardSaleItemIn), required=True, validate=validate.Length(min=1, max=15)
+    )
+    method = fields.String(load_default="cash", validate=validate.OneOf(["cash", "bank"]))
+
+
+class CardVoidRequest(ReaderChoice):
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=300))
+
+
+class ManagerAuthorization(Schema):
+    """A manager's username and password, or a reader holding a manager card."""
+
+    username = fields.String(load_default=None)
+    password = fields.String(load_default=None, load_only=True)
+    reader = fields.String(load_default=None)
+
+    @validates_schema
+    def one_way(self, data: dict[str, Any], **_: Any) -> None:
+        if not data.get("reader") and not (data.get("username") and data.get("password")):
+            raise ValidationError(
+                "give a manager's username and password, or a reader with a manager card",
+                field_name="username",
+            )
+
+
+class CardCorrectionRequest(ReaderChoice):
+    reason = fields.String(load_default="", validate=validate.Length(max=300))
+    authorization = fields.Nested(ManagerAuthorization, required=True)
+
+
+class CardReissueRequest(ReaderChoice):
+    customer = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    reason = fields.String(
+        load_default="lost", validate=validate.OneOf(["lost", "broken", "stolen"])
+    )
+
+
+class CardToolRequest(ReaderChoice):
+    card_type = fields.String(
+        required=True,
+        validate=validate.OneOf(["system", "manager", "settings", "reset", "clear", "check"]),
+    )
+    operator = fields.String(load_default=None)
+    office = fields.String(load_default=None)
+    data = fields.Dict(keys=fields.String(), values=fields.Raw(), load_default=dict)
+
+
+class CardProfileRequest(Schema):
+    code = fields.String(required=True)
+    names = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+    card_size = fields.String(load_default="1k", validate=validate.OneOf(["1k", "4k"]))
+    slots = fields.List(fields.Raw(), required=True, validate=validate.Length(min=1, max=15))
+    office = fields.String(load_default=None)
+
+
+class CardResultOut(Schema):
+    """What a card operation returns (its fields depend on the operation)."""
+
+    class Meta:
+        unknown = "include"

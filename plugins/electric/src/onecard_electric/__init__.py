@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from onecard import UtilityRegistry, hookimpl
+from onecard_electric.card import LAYOUT
 
 __version__ = "0.1.0"
 
 
 @hookimpl
 def onecard_register_utilities(registry: UtilityRegistry) -> None:
-    registry.add(
+    kind = registry.add(
         "electric",
         names={"zh-CN": "电", "en": "Electricity"},
         unit="kWh",
         unit_decimals=2,
     )
+    kind.set_card_layout(LAYOUT)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from onecard import UtilityRegistry, hookimpl
+from onecard_gas.card import LAYOUT
 
 __version__ = "0.1.0"
 
 
 @hookimpl
 def onecard_register_utilities(registry: UtilityRegistry) -> None:
-    registry.add("gas", names={"zh-CN": "燃气", "en": "Gas"}, unit="m³", unit_decimals=2)
+    kind = registry.add("gas", names={"zh-CN": "燃气", "en": "Gas"}, unit="m³", unit_decimals=2)
+    kind.set_card_layout(LAYOUT)

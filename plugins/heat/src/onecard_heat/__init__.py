@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from onecard import UtilityRegistry, hookimpl
+from onecard_heat.card import LAYOUT
 
 __version__ = "0.1.0"
 
@@ -14,10 +15,11 @@ KWH_PER_GJ = Decimal("277.78")
 
 @hookimpl
 def onecard_register_utilities(registry: UtilityRegistry) -> None:
-    registry.add(
+    kind = registry.add(
         "heat",
         names={"zh-CN": "热量", "en": "Heat"},
         unit="GJ",
         unit_decimals=3,
         alt_units={"kWh": KWH_PER_GJ},
     )
+    kind.set_card_layout(LAYOUT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from onecard import UtilityRegistry, hookimpl
+from onecard_water.card import layout
 
 __version__ = "0.1.0"
 
@@ -17,4 +18,5 @@ KINDS = {
 @hookimpl
 def onecard_register_utilities(registry: UtilityRegistry) -> None:
     for code, names in KINDS.items():
-        registry.add(code, names=names, unit="m³", unit_decimals=2)
+        kind = registry.add(code, names=names, unit="m³", unit_decimals=2)
+        kind.set_card_layout(layout(code))
