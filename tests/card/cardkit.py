@@ -11,8 +11,9 @@ from onecard import customers as cust
 from onecard.audit import Actor
 from onecard.card.emulator import MifareClassicCard
 from onecard.card.keys import KeyStore
-from onecard.card.reader import MifareReader
+from onecard.card.reader import MifareReader, PcscTransport, wait_for_card
 from onecard.card.service import CardDesk
+from onecard.card.vpcd import VirtualCardSlot
 from onecard.plugins import Plugins
 
 KEK = bytes(range(32))
@@ -76,3 +77,27 @@ def card_customer(
             meters=[cust.MeterSpec(k, s) for k, s in zip(kinds, serials, strict=True)],
         )
         return c.number, serials
+
+
+class Counter:
+    """The office's card reader through the real PC/SC path: pyscard -> pcscd -> vpcd -> card."""
+
+    def __init__(self, reader_name: str, slot: VirtualCardSlot) -> None:
+        self.reader_name = reader_name
+        self.slot = slot
+        self.transport: PcscTransport | None = None
+
+    def present(self, card: MifareClassicCard) -> MifareReader:
+        """Put ``card`` on the reader and connect to it (replacing any card there)."""
+        self.take_away()
+        self.slot.insert(card)
+        self.transport = PcscTransport.open(self.reader_name, wait=5)
+        return MifareReader(self.transport)
+
+    def take_away(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+        if self.slot.present:
+            self.slot.remove()
+        wait_for_card(self.reader_name, present=False, timeout=5)

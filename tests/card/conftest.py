@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from cardkit import Counter
 
 from onecard.card.emulator import MifareClassicCard
 from onecard.card.pcscd import INSTALL_HINT, PcscdError, PcscdService, find_pcscd, find_vpcd_driver
@@ -65,3 +66,15 @@ def virtual_reader(pcscd_service: PcscdService) -> Iterator[tuple[str, VirtualCa
         assert wait_for_card(reader, present=False, timeout=5), (
             f"pcscd still sees a card in {reader}"
         )
+
+
+@pytest.fixture
+def counter(pcscd_service: PcscdService) -> Iterator[Counter]:
+    """The office's reader (the first virtual reader), empty; cards are put on it by the test."""
+    reader = pcscd_service.reader_names()[0]
+    slot = VirtualCardSlot(pcscd_service.port_of(reader))
+    at = Counter(reader, slot)
+    try:
+        yield at
+    finally:
+        at.take_away()
