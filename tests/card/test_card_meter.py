@@ -27,7 +27,7 @@ from onecard import customers as cust
 from onecard import operators as ops
 from onecard.audit import Actor
 from onecard.card import profiles as prof
-from onecard.card.cardio import CardIO, sector_keys
+from onecard.card.cardio import CardIO, check_seal, seal, sector_keys
 from onecard.card.emulator import MifareClassicCard
 from onecard.card.keys import CardKeys, KeyStore
 from onecard.card.layout import (
@@ -45,6 +45,7 @@ from onecard.card.mifare import BLOCK_SIZE, GEOMETRY_1K
 from onecard.card.reader import MifareReader
 from onecard.card.service import CardDesk, SaleItem
 from onecard.db import create_db_engine, session_factory
+from onecard.errors import OnecardError
 from onecard.models import MeterReading
 from onecard.plugins import Plugins
 from onecard.utility import UtilityKind
@@ -535,6 +536,19 @@ def test_clear_card_resets_the_purchase_count(site: Site) -> None:
     assert insert(meter2, site.tool("clear")).code == "cleared"  # "0": any meter
 
 
+def test_an_edited_clear_card_is_refused(site: Site) -> None:
+    card = site.issue()
+    site.sell(card, gas=3000)
+    meter = site.meter("gas")
+    insert(meter, card)
+    clear = site.tool("clear", meter="400001")
+    data = bytearray(clear.block(8))
+    data[0] = 0xAB  # not even BCD any more
+    clear.poke(8, bytes(data))
+    refused_cleanly(meter, clear, "edited")
+    assert meter.credit == 3000
+
+
 def test_manager_card_is_not_for_meters(site: Site) -> None:
     with site.sessions() as session, session.begin():
         ops.create_operator(
@@ -663,3 +677,65 @@ def test_units_meter_credit_follows_use(plugins: Plugins, steps: list[Decimal]) 
         assert meter.credit == 3000 - meter.usage * 1000
         assert meter.credit > -1  # no overdraft: stops within one 0.001 GJ
     assert meter.cumulative == int(meter.usage * 1000)
+
+
+# Problems found on the office side (strict xfail: they pass once fixed) -------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="check_seal decodes the record: a non-BCD byte raises")
+def test_check_seal_answers_false_for_a_non_bcd_edit() -> None:
+    layout = TOOL_LAYOUTS["clear"]
+    uid, key = bytes.fromhex("01020304"), bytes(16)
+    raw = bytearray(seal(layout, {"meter_serial": "100001", "time": START}, uid, 8, key))
+    assert check_seal(layout, bytes(raw), uid, 8, key)
+    raw[0] = 0xAB
+    assert check_seal(layout, bytes(raw), uid, 8, key) is False
+
+
+@pytest.mark.xfail(
+    strict=True, reason="a purchase record does not say its kind: same-serial meters mix up"
+)
+def test_same_serial_meters_of_two_kinds_on_one_card(site: Site) -> None:
+    with site.sessions() as session, session.begin():
+        customer = cust.open_account(
+            session,
+            ACTOR,
+            site.plugins.utilities,
+            office="E01",
+            name="钱进",
+            meters=[cust.MeterSpec("water.cold", "777777"), cust.MeterSpec("water.hot", "777777")],
+        )
+        number = customer.number
+    card = new_card()
+    try:
+        site.desk.issue(MifareReader(card), ACTOR, customer=number, profile="six")
+    except OnecardError:
+        return  # refusing such a card would be a fix too
+    site.desk.sell(
+        MifareReader(card),
+        ACTOR,
+        sale_key="same-serial",
+        items=[SaleItem(meter="water.cold", amount=2000), SaleItem(meter="water.hot", amount=3000)],
+    )
+    hot = CardMeter(site.kind("water.hot"), "777777", site.sam, clock=site.clock)
+    assert insert(hot, card).loaded == 3000  # it loads the cold-water purchase (2000)
+
+
+@pytest.mark.xfail(
+    strict=True, reason="_read_tool looks meters up by the BCD serial, which lost its leading 0"
+)
+def test_check_card_reading_of_a_serial_with_a_leading_zero(site: Site) -> None:
+    with site.sessions() as session, session.begin():
+        cust.open_account(
+            session,
+            ACTOR,
+            site.plugins.utilities,
+            office="E01",
+            name="孙丽",
+            meters=[cust.MeterSpec("gas", "012345")],
+        )
+    check = site.tool("check")
+    meter = CardMeter(site.kind("gas"), "012345", site.sam, clock=site.clock)
+    assert insert(meter, check).code == "checked"
+    (record,) = site.read(check)["tool"]["records"]
+    assert record["valid"] and record["reading_stored"] is True

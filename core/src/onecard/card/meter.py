@@ -70,6 +70,7 @@ from onecard.card.layout import (
     TOOL_LAYOUTS,
     Field,
     Header,
+    RecordLayout,
     SlotLayout,
     slot_bytes,
     slot_data_blocks,
@@ -527,7 +528,7 @@ class CardMeter:
         for purchase_blocks, return_blocks in candidates:
             data = io.read_blocks(purchase_blocks, "A", keys.data_a)
             raw = slot_bytes(purchase_blocks, data)
-            if check_seal(layout, raw, io.uid, purchase_blocks[0], keys.mac):
+            if _sealed(layout, raw, io.uid, purchase_blocks[0], keys.mac):
                 found = (purchase_blocks, return_blocks, layout.decode(raw))
                 break
         if found is None:
@@ -636,7 +637,7 @@ class CardMeter:
         layout = TOOL_LAYOUTS[card_type]
         entry = tool_blocks(GEOMETRY_1K, layout)[0]
         raw = slot_bytes(entry, io.read_blocks(entry, "A", keys.data_a))
-        if is_blank(raw) or not check_seal(layout, raw, io.uid, entry[0], keys.mac):
+        if is_blank(raw) or not _sealed(layout, raw, io.uid, entry[0], keys.mac):
             raise _Refused("edited", f"the {card_type} card's payload does not verify: edited")
         return layout.decode(raw)
 
@@ -777,6 +778,15 @@ class CardMeter:
             self.events = [MeterEvent.from_json(e) for e in data["events"]]
         except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
             raise InvalidInput(f"{path}: a damaged card meter state ({exc})") from None
+
+
+def _sealed(layout: RecordLayout, raw: bytes, uid: bytes, start: int, mac_key: bytes) -> bool:
+    """Whether the record's MAC verifies; False too when an edit left a field undecodable
+    (``check_seal`` decodes the whole record, and a non-BCD nibble raises InvalidInput)."""
+    try:
+        return bool(check_seal(layout, raw, uid, start, mac_key))
+    except InvalidInput:
+        return False
 
 
 def _fit(f: Field, value: Any) -> Any:

@@ -635,8 +635,8 @@ class CardDesk:
         read = oc.io.read_slots(
             oc.card_map, oc.keys, [oc.card_map.slot(i) for i in chosen], purchase=False
         )
-        for index, item in read.items():
-            if not item["return_blank"] and not item["return_ok"]:
+        for index, found in read.items():
+            if not found["return_blank"] and not found["return_ok"]:
                 raise CardTampered(
                     f"the meter data of slot {oc.card_map.slot(index).label} on this card fails "
                     "its MAC: the card was edited; nothing was sold",
