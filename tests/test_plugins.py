@@ -326,10 +326,14 @@ def test_the_core_has_no_utility_specific_code() -> None:
         }
         for node in ast.walk(tree):
             if (
-                isinstance(node, ast.Constant)
-                and isinstance(node.value, str)
-                and id(node) not in docstrings
-            ) and node.value in kinds and not seeds_data:
+                (
+                    isinstance(node, ast.Constant)
+                    and isinstance(node.value, str)
+                    and id(node) not in docstrings
+                )
+                and node.value in kinds
+                and not seeds_data
+            ):
                 offenders.append(f"{path.name}:{node.lineno} {node.value!r}")
             if isinstance(node, ast.Import | ast.ImportFrom):
                 names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]

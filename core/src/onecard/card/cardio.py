@@ -22,6 +22,7 @@ open condition any of its blocks needs.
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +41,7 @@ from onecard.card.layout import (
 )
 from onecard.card.mifare import BLOCK_SIZE, DEFAULT_KEY, Geometry
 from onecard.card.reader import KeyType, MifareReader
-from onecard.errors import CardTampered, ForeignSiteCard, NotOurCard, WrongKey
+from onecard.errors import CardTampered, ForeignSiteCard, InvalidInput, NotOurCard, WrongKey
 
 HEADER_MAC_PREFIX = b"OCHDR"
 
@@ -69,8 +70,18 @@ def seal(
 
 
 def check_seal(layout: RecordLayout, data: bytes, uid: bytes, start: int, mac_key: bytes) -> bool:
+    """Whether the record's MAC verifies (compared as bytes: an edited record may not decode)."""
     expected = record_mac(mac_key, record_mac_input(uid, start, layout.signed_part(data)))
-    return bool(layout.decode(data)["mac"] == expected)
+    mac = layout.by_name["mac"]
+    return hmac.compare_digest(bytes(data[mac.offset : mac.end]), expected)
+
+
+def safe_decode(layout: RecordLayout, data: bytes) -> dict[str, Any] | None:
+    """The record's values, or None when its bytes do not even decode (an edited BCD digit)."""
+    try:
+        return layout.decode(data)
+    except InvalidInput:
+        return None
 
 
 def is_blank(data: bytes) -> bool:
@@ -199,8 +210,9 @@ class CardIO:
     ) -> dict[int, dict[str, Any]]:
         """Decode the return records (and the purchase records if asked) of ``slots``.
 
-        Each result carries ``return`` and maybe ``purchase`` values, plus ``return_ok`` and
-        ``purchase_ok`` (the MAC verifies) and ``return_blank`` (the meter never wrote it).
+        Each result carries ``return`` and maybe ``purchase`` values (None when the bytes do not
+        decode), plus ``return_ok`` and ``purchase_ok`` (the MAC verifies) and ``return_blank``
+        (the meter never wrote it).
         """
         wanted = list(slots)
         blocks: list[int] = []
@@ -216,15 +228,15 @@ class CardIO:
             layout = slot.layout
             item["return_blank"] = is_blank(rdata)
             item["return_raw"] = rdata
-            item["return"] = None if item["return_blank"] else layout.returned.decode(rdata)
-            item["return_ok"] = not item["return_blank"] and check_seal(
+            item["return"] = None if item["return_blank"] else safe_decode(layout.returned, rdata)
+            item["return_ok"] = item["return"] is not None and check_seal(
                 layout.returned, rdata, self.uid, slot.return_blocks[0], keys.mac
             )
             if purchase:
                 pdata = slot_bytes(slot.purchase_blocks, read)
                 item["purchase_raw"] = pdata
-                item["purchase"] = layout.purchase.decode(pdata)
-                item["purchase_ok"] = check_seal(
+                item["purchase"] = safe_decode(layout.purchase, pdata)
+                item["purchase_ok"] = item["purchase"] is not None and check_seal(
                     layout.purchase, pdata, self.uid, slot.start_block, keys.mac
                 )
             out[slot.index] = item

@@ -627,6 +627,7 @@ TOOL_LAYOUTS: dict[str, RecordLayout] = {
             ("alarm2", 24, "uint", 4, 4),
             ("overdraft", 28, "uint", 4, 4),
             ("time", 32, "time", 4),
+            ("mask", 36, "uint", 1),
             ("mac", 40, "bytes", MAC_LENGTH),
         ],
         3 * BLOCK_SIZE,
@@ -651,6 +652,10 @@ TOOL_LAYOUTS: dict[str, RecordLayout] = {
         3 * BLOCK_SIZE,
     ),
 }
+
+
+#: Which parameters a settings card sets (its ``mask`` field); the others stay as they are.
+SETTINGS_MASK = {"price": 0x01, "alarm1": 0x02, "alarm2": 0x04, "overdraft": 0x08}
 
 
 def tool_blocks(geo: Geometry, layout: RecordLayout) -> list[tuple[int, ...]]:

@@ -66,6 +66,7 @@ from onecard.card.cardio import CardIO, check_seal, is_blank, seal
 from onecard.card.keys import CardKeys
 from onecard.card.layout import (
     FIRST_SLOT_SECTOR,
+    SETTINGS_MASK,
     STATUS_FLAGS,
     TOOL_LAYOUTS,
     Field,
@@ -123,6 +124,14 @@ class Visit:
     ``seq`` the purchase number on the card (user cards), ``card_type`` the header's card type
     (None when there is no onecard header), and ``returned`` whether the meter wrote its record
     (return record or check entry) and read it back as written.
+
+    Codes of an accepted card: ``loaded``, ``already_loaded``, ``nothing_to_load`` (user card),
+    ``commissioned``, ``settings_applied``, ``reset``, ``cleared``, ``checked`` (tool cards).
+    Codes of a refused one (nothing written, nothing changed): ``not_our_card``, ``foreign_site``,
+    ``wrong_key``, ``cloned_or_edited``, ``not_my_card``, ``edited``, ``replay``,
+    ``sequence_gap``, ``wrong_kind`` (settings card of another kind), ``wrong_meter`` (clear card
+    of another meter), ``check_card_full``, ``not_for_meters`` (manager card), ``card_error``
+    (the card could not be read, e.g. pulled out).
     """
 
     accepted: bool
@@ -659,7 +668,8 @@ class CardMeter:
             )
         applied = {}
         for name in UNDERSTOOD_PARAMS:
-            if name in self.layout.params:
+            bit = SETTINGS_MASK.get(name, 0)
+            if name in self.layout.params and values["mask"] & bit:
                 self.params[name] = Decimal(values[name])
                 applied[name] = format(Decimal(values[name]).normalize(), "f")
         self._evaluate()

@@ -37,10 +37,12 @@ from onecard.card.cardio import CardIO, check_seal, is_blank, now_utc, seal
 from onecard.card.keys import CardKeys, KeyStore
 from onecard.card.layout import (
     CARD_TYPES,
+    SETTINGS_MASK,
     TOOL_LAYOUTS,
     CardMap,
     Header,
     PlacedSlot,
+    SlotLayout,
     flags_of,
     slot_bytes,
     split_blocks,
@@ -292,7 +294,7 @@ class CardDesk:
                 "meter": meter.serial if meter else None,
             }
             if "purchase" in item:
-                entry["purchase"] = _public(item["purchase"])
+                entry["purchase"] = _public(item["purchase"]) if item["purchase"] else None
                 entry["purchase_valid"] = item["purchase_ok"] or is_blank(item["purchase_raw"])
             ret = item["return"]
             if ret is None:
@@ -495,6 +497,14 @@ class CardDesk:
                 if meter is None:
                     continue
             _card_serial(meter, slot)
+            same = [m for m in out.values() if m.serial.lstrip("0") == meter.serial.lstrip("0")]
+            if same:
+                raise InvalidInput(
+                    f"meters {same[0].kind}:{same[0].serial} and {meter.kind}:{meter.serial} "
+                    "would carry the same serial on one card, and a meter finds its slot by "
+                    "serial: give one of them another slot card or change a serial",
+                    field=f"meters.{slot.label}",
+                )
             taken.add(meter.id)
             out[slot.index] = meter
         kinds = {m.kind for m in meters if m.protocol == "card"}
@@ -1360,18 +1370,37 @@ class CardDesk:
             if kind not in self.utilities or self.utilities.get(str(kind)).card_layout is None:
                 raise InvalidInput("kind must be a utility kind with card meters", field="kind")
             layout = self.utilities.get(str(kind)).card_layout
-            assert layout is not None
+            assert isinstance(layout, SlotLayout)
             given = {k: v for k, v in data.items() if k != "kind"}
-            params = layout.resolve_params(given)  # type: ignore[attr-defined]
-            values: dict[str, Any] = {"kind": kind, "time": now}
-            for name in ("price", "alarm1", "alarm2", "overdraft"):
-                values[name] = params.get(name, Decimal(0))
+            unknown = set(given) - set(SETTINGS_MASK)
+            if unknown or not given:
+                raise InvalidInput(
+                    f"a settings card sets some of {', '.join(SETTINGS_MASK)}", field="set"
+                )
+            checked = layout.resolve_params(given)
+            values: dict[str, Any] = {"kind": kind, "time": now, "mask": 0}
+            for name, bit in SETTINGS_MASK.items():
+                values[name] = checked[name] if name in given else Decimal(0)
+                if name in given:
+                    values["mask"] |= bit
             return values
         if card_type == "clear":
-            serial = str(data.get("meter", "0"))
+            # A clear card restarts a meter's purchase count (commissioning, 清零). The office's
+            # sequence for a meter that has purchases would then run ahead of the meter's, so a
+            # clear card names one meter and only one that has none.
+            serial = str(data.get("meter", ""))
             if not serial.isdigit() or len(serial) > 12:
                 raise InvalidInput(
-                    "meter must be a card meter serial (digits) or 0 for any", field="meter"
+                    "meter: the serial (digits) of the card meter to clear", field="meter"
+                )
+            meter = session.scalar(
+                select(Meter).where(func.ltrim(Meter.serial, "0") == serial.lstrip("0"))
+            )
+            if meter is not None and _last_live(session, meter.id) is not None:
+                raise Conflict(
+                    f"meter {serial} has purchases: a clear card would restart its purchase "
+                    "count under them; replace the meter instead",
+                    field="meter",
                 )
             return {"meter_serial": serial, "time": now}
         return None  # manager, reset: the header says it all; check: meters fill it
@@ -1398,7 +1427,8 @@ class CardDesk:
             if card_type == "check" and ok:
                 meter = session.scalar(
                     select(Meter).where(
-                        Meter.kind == values["kind"], Meter.serial == values["meter_serial"]
+                        Meter.kind == values["kind"],
+                        func.ltrim(Meter.serial, "0") == values["meter_serial"].lstrip("0"),
                     )
                 )
                 rec["reading_stored"] = (

@@ -15,11 +15,13 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 
 from onecard import offices as off
+from onecard.audit import Actor
 from onecard.card import profiles as prof
 from onecard.card.reader import list_readers
 from onecard.card.service import SaleItem, open_pcsc_reader
 from onecard.errors import InvalidInput
 from onecard.models import Operator
+from onecard.operators import Grants
 from onecard.web import auth, db, runtime
 from onecard.web import schemas as s
 from onecard.web.api import body, json_only
@@ -29,7 +31,19 @@ card_api.before_request(json_only)
 
 
 def _out(data: Mapping[str, Any], status: int = 200) -> ResponseReturnValue:
-    return jsonify(s.CardResultOut().dump(data)), status
+    """The service's answer as JSON (decimals and times are already strings)."""
+    return jsonify(dict(data)), status
+
+
+def _who() -> tuple[Actor, Grants]:
+    """The operator and their grants; then the request's own transaction ends.
+
+    The card desk runs its own transactions, and on SQLite every transaction takes the write
+    lock, so the request must not hold one while the desk works.
+    """
+    who, grants = auth.actor(), auth.grants()
+    db().rollback()
+    return who, grants
 
 
 def _reader(name: str | None) -> Any:
@@ -82,8 +96,9 @@ def create_profile() -> ResponseReturnValue:
 def read_card() -> ResponseReturnValue:
     """Read the card on the reader; meters' return records are stored as readings."""
     data = s.ReaderChoice().load(body())
+    who, grants = _who()
     with _reader(data["reader"]) as r:
-        out = runtime().card_desk().read(r, auth.actor(), grants=auth.grants())
+        out = runtime().card_desk().read(r, who, grants=grants)
     return _out(out)
 
 
@@ -92,17 +107,18 @@ def read_card() -> ResponseReturnValue:
 def issue_card() -> ResponseReturnValue:
     """Issue the blank card on the reader to a customer, with a profile (four, six, eight ...)."""
     data = s.CardIssueRequest().load(body())
+    who, grants = _who()
     with _reader(data["reader"]) as r:
         out = (
             runtime()
             .card_desk()
             .issue(
                 r,
-                auth.actor(),
+                who,
                 customer=data["customer"],
                 profile=data["profile"],
                 meters=data["meters"],
-                grants=auth.grants(),
+                grants=grants,
             )
         )
     return _out(out, 201)
@@ -114,6 +130,7 @@ def sell() -> ResponseReturnValue:
     """Sell to meters on the card on the reader. Retrying with the same ``sale_key`` returns
     the confirmed sale (``replayed: true``) or finishes a pending one; it never credits twice."""
     data = s.CardSaleRequest().load(body())
+    who, grants = _who()
     items = [
         SaleItem(meter=i["meter"], amount=i["amount_fen"], units=i["units"], params=i["params"])
         for i in data["items"]
@@ -124,11 +141,11 @@ def sell() -> ResponseReturnValue:
             .card_desk()
             .sell(
                 r,
-                auth.actor(),
+                who,
                 sale_key=data["sale_key"],
                 items=items,
                 method=data["method"],
-                grants=auth.grants(),
+                grants=grants,
             )
         )
     return _out(out, 200 if out["replayed"] else 201)
@@ -138,7 +155,8 @@ def sell() -> ResponseReturnValue:
 @auth.require("sale.create")
 def pending() -> ResponseReturnValue:
     """Sales whose card write was not verified: finish or void each with its card."""
-    offices = auth.grants().offices("sale.create")
+    _, grants = _who()
+    offices = grants.offices("sale.create")
     rows = runtime().card_desk().pending(office_ids=None if offices is None else sorted(offices))
     return _out({"pending": rows})
 
@@ -148,8 +166,9 @@ def pending() -> ResponseReturnValue:
 def finish(sale_key: str) -> ResponseReturnValue:
     """Finish a pending sale with its card on the reader: write what is missing, confirm."""
     data = s.ReaderChoice().load(body())
+    who, grants = _who()
     with _reader(data["reader"]) as r:
-        out = runtime().card_desk().finish(r, auth.actor(), sale_key=sale_key, grants=auth.grants())
+        out = runtime().card_desk().finish(r, who, sale_key=sale_key, grants=grants)
     return _out(out)
 
 
@@ -158,11 +177,12 @@ def finish(sale_key: str) -> ResponseReturnValue:
 def void(sale_key: str) -> ResponseReturnValue:
     """Void a pending sale with its card on the reader; nothing is charged."""
     data = s.CardVoidRequest().load(body())
+    who, grants = _who()
     with _reader(data["reader"]) as r:
         out = (
             runtime()
             .card_desk()
-            .void(r, auth.actor(), sale_key=sale_key, reason=data["reason"], grants=auth.grants())
+            .void(r, who, sale_key=sale_key, reason=data["reason"], grants=grants)
         )
     return _out(out)
 
@@ -187,16 +207,17 @@ def repurchase(purchase_id: int) -> ResponseReturnValue:
     """Write a purchase whose card write was lost onto the card again (补购); a manager
     authorises it with a manager card or a password. No money moves."""
     data = s.CardCorrectionRequest().load(body())
+    who, grants = _who()
     with _reader(data["reader"]) as r:
         out = (
             runtime()
             .card_desk()
             .repurchase(
                 r,
-                auth.actor(),
+                who,
                 purchase_id=purchase_id,
                 authorize=_authorizer(data["authorization"]),
-                grants=auth.grants(),
+                grants=grants,
             )
         )
     return _out(out)
@@ -208,6 +229,7 @@ def cancel(purchase_id: int) -> ResponseReturnValue:
     """Cancel a purchase no meter has loaded: erase it from the card and reverse its sale;
     a manager authorises it."""
     data = s.CardCorrectionRequest().load(body())
+    who, grants = _who()
     if not data["reason"]:
         raise InvalidInput("say why the purchase is cancelled", field="reason")
     with _reader(data["reader"]) as r:
@@ -216,11 +238,11 @@ def cancel(purchase_id: int) -> ResponseReturnValue:
             .card_desk()
             .cancel(
                 r,
-                auth.actor(),
+                who,
                 purchase_id=purchase_id,
                 reason=data["reason"],
                 authorize=_authorizer(data["authorization"]),
-                grants=auth.grants(),
+                grants=grants,
             )
         )
     return _out(out)
@@ -231,16 +253,17 @@ def cancel(purchase_id: int) -> ResponseReturnValue:
 def reissue() -> ResponseReturnValue:
     """Reissue a customer's lost card onto the blank card on the reader (补卡)."""
     data = s.CardReissueRequest().load(body())
+    who, grants = _who()
     with _reader(data["reader"]) as r:
         out = (
             runtime()
             .card_desk()
             .reissue(
                 r,
-                auth.actor(),
+                who,
                 customer=data["customer"],
                 reason=data["reason"],
-                grants=auth.grants(),
+                grants=grants,
             )
         )
     return _out(out, 201)
@@ -252,14 +275,15 @@ def issue_tool() -> ResponseReturnValue:
     """Issue a tool card: system, manager, settings, reset, clear or check."""
     data = s.CardToolRequest().load(body())
     office_id = off.get_office(db(), data["office"]).id if data["office"] else None
-    auth.grants().require("office.manage", office_id)
+    who, grants = _who()
+    grants.require("office.manage", office_id)
     with _reader(data["reader"]) as r:
         out = (
             runtime()
             .card_desk()
             .issue_tool(
                 r,
-                auth.actor(),
+                who,
                 card_type=data["card_type"],
                 operator=data["operator"],
                 office_id=office_id,

@@ -227,10 +227,3 @@ class CardProfileRequest(Schema):
     card_size = fields.String(load_default="1k", validate=validate.OneOf(["1k", "4k"]))
     slots = fields.List(fields.Raw(), required=True, validate=validate.Length(min=1, max=15))
     office = fields.String(load_default=None)
-
-
-class CardResultOut(Schema):
-    """What a card operation returns (its fields depend on the operation)."""
-
-    class Meta:
-        unknown = "include"
