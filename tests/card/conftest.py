@@ -78,3 +78,14 @@ def counter(pcscd_service: PcscdService) -> Iterator[Counter]:
         yield at
     finally:
         at.take_away()
+
+
+@pytest.fixture
+def meter_reader(pcscd_service: PcscdService) -> Iterator[Counter]:
+    """A second virtual reader: the card slot of a meter, for carrying a card image to it."""
+    reader = pcscd_service.reader_names()[1]
+    at = Counter(reader, VirtualCardSlot(pcscd_service.port_of(reader)))
+    try:
+        yield at
+    finally:
+        at.take_away()

@@ -19,6 +19,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from onecard import ledger
+from onecard.card import profiles as prof
+from onecard.card.cardio import sale_apdu_budget
 from onecard.card.emulator import MifareClassicCard
 from onecard.card.reader import MifareReader
 from onecard.card.service import CardDesk, SaleItem
@@ -216,3 +218,21 @@ def test_card_pulled_at_every_apdu_of_a_sale_never_loses_or_doubles(
     assert outcomes == {"nothing", "finished", "voided"}
     with sessions() as session:
         assert ledger.verify(session).ok
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("meters", [1, 4, 8])
+def test_a_sale_takes_the_minimum_apdus_plus_one_verify_read_per_written_block(
+    sessions: sessionmaker[Session], plugins: Plugins, world: object, meters: int
+) -> None:
+    desk = make_desk(sessions, plugins, keyed_site(sessions))
+    number, serials = card_customer(sessions, plugins, list(EIGHT))
+    card = blank_card()
+    desk.issue(direct(card), ACTOR, customer=number, profile="eight")
+    reader = direct(card)
+    sold = serials[:meters]
+    desk.sell(reader, ACTOR, sale_key=f"apdus-{meters}", items=[SaleItem(s, 1000) for s in sold])
+    with sessions() as session:
+        card_map = prof.card_map(prof.get_profile(session, "eight"), plugins.utilities)
+    minimum, verify = sale_apdu_budget(card_map, card_map.slots[:meters])
+    assert reader.apdu_count == minimum + verify

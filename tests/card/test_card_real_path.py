@@ -5,6 +5,7 @@ Every refusal leaves the card exactly as it was (its memory image is compared by
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -20,13 +21,14 @@ from cardkit import (
     make_desk,
     new_uid,
 )
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from onecard import ledger
 from onecard import offices as off
 from onecard.card.emulator import MifareClassicCard
 from onecard.card.keys import KeyStore
+from onecard.card.meter import CardMeter, MeterSam
 from onecard.card.mifare import DATA_ANY, TRAILER_B_MANAGES, make_trailer
 from onecard.card.service import CardDesk, SaleItem
 from onecard.db import create_db_engine, session_factory, upgrade
@@ -39,7 +41,7 @@ from onecard.errors import (
     WrongKey,
 )
 from onecard.ledger import accounts as acc
-from onecard.models import Meter
+from onecard.models import Meter, MeterReading
 from onecard.operators import ensure_default_roles
 from onecard.plugins import Plugins
 
@@ -219,3 +221,66 @@ def test_card_pulled_at_each_apdu_of_a_sale_through_pcscd(
     assert pending_seen >= 4  # the writes and the verify reads
     with sessions() as session:
         assert ledger.verify(session).ok
+
+
+def test_card_carried_from_the_office_to_eight_meters_and_back(
+    desk: CardDesk,
+    sessions: sessionmaker[Session],
+    plugins: Plugins,
+    counter: Counter,
+    meter_reader: Counter,
+    tmp_path: Path,
+) -> None:
+    """Sell to eight meters; the card image goes to each meter's reader; each meter loads only
+    its own purchase; back at the office the card's return records become readings."""
+    number, serials = card_customer(sessions, plugins, list(EIGHT))
+    card = blank_card()
+    reader = counter.present(card)
+    desk.issue(reader, ACTOR, customer=number, profile="eight")
+    desk.sell(
+        reader,
+        ACTOR,
+        sale_key="carry",
+        items=[SaleItem(s, 2000 + 100 * i) for i, s in enumerate(serials)],
+    )
+    counter.take_away()
+    image = tmp_path / "card.mfd"
+    card.save(image)
+
+    with sessions() as session:
+        store = desk.keystore
+
+        def keys_for(uid: bytes, version: int) -> object:
+            return store.card_keys(session, uid, version)
+
+        sam = MeterSam(store.site_id(session), keys_for)  # type: ignore[arg-type]
+        meters = [
+            CardMeter(plugins.utilities.get(k), s, sam) for k, s in zip(EIGHT, serials, strict=True)
+        ]
+        for meter in meters:
+            carried = MifareClassicCard.load(image)
+            visit = meter.insert(meter_reader.present(carried))
+            assert visit.code == "loaded", visit.message
+            assert visit.seq == 1
+            meter.consume(Decimal("1.5"))
+            again = meter.insert(meter_reader.present(carried))  # writes the return record
+            assert again.code == "already_loaded"
+            carried.save(image)
+            meter_reader.take_away()
+    loaded = [m.credit for m in meters]
+    assert loaded[0] < 2000 and loaded[1] < 2100  # each electric meter holds only its own
+
+    back = MifareClassicCard.load(image)
+    read = desk.read(counter.present(back), ACTOR)
+    for slot, serial in zip(read["slots"], serials, strict=True):
+        assert slot["meter"] == serial
+        assert slot["return"] is not None and slot["return"]["last_seq"] == 1
+        assert slot["return"]["cumulative"] > 0
+        assert slot["reading_stored"] is True
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(MeterReading)) == 8
+    # a second sale is possible now that every meter loaded the first
+    out = desk.sell(
+        counter.present(back), ACTOR, sale_key="carry-2", items=[SaleItem(serials[3], 500)]
+    )
+    assert out["purchases"][0]["seq"] == 2

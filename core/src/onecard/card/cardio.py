@@ -249,13 +249,27 @@ class CardIO:
 
     def write_purchases(
         self, keys: CardKeys, records: Mapping[int, bytes], card_map: CardMap
-    ) -> dict[int, bytes]:
-        """Write sealed purchase records (slot index -> bytes); return block -> data written."""
+    ) -> list[int]:
+        """Write sealed purchase records (slot index -> bytes) and read each block back.
+
+        Sector by sector, from the highest down (the sector a preceding read of the return
+        records ended in needs no new authentication), each sector's blocks are written and then
+        read back under the same authentication. Returns the blocks that did not read back.
+        """
         data: dict[int, bytes] = {}
         for index, raw in records.items():
             data.update(split_blocks(raw, card_map.slot(index).purchase_blocks))
-        self.write_blocks(data, "B", keys.data_b)
-        return data
+        by_sector: dict[int, list[int]] = {}
+        for block in sorted(data):
+            by_sector.setdefault(self.geometry.sector_of(block), []).append(block)
+        bad = []
+        for sector in sorted(by_sector, reverse=True):
+            blocks = by_sector[sector]
+            for block in blocks:
+                self.reader.ensure_auth(block, "B", keys.data_b)
+                self.reader.write_block(block, data[block])
+            bad += [b for b in blocks if self.reader.read_block(b) != data[b]]
+        return bad
 
     def verify(self, written: Mapping[int, bytes], key_type: KeyType, key: bytes) -> list[int]:
         """Read back what was written; the blocks that differ."""
@@ -338,3 +352,33 @@ def seal_header(header: Header, uid: bytes, keys: CardKeys) -> bytes:
 
 def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def sale_apdu_budget(card_map: CardMap, slots: Iterable[PlacedSlot]) -> tuple[int, int]:
+    """The fewest APDUs a sale to ``slots`` can take, and the verify reads onecard adds.
+
+    A sale must read the UID and the header (public key A: one load, one authentication,
+    three reads), load the office's data key B, read every sold slot's return record (to see
+    whether the meter loaded the last purchase) and write every purchase record; each sector
+    costs one authentication per pass, and the write pass may start in the sector where the
+    read pass ended. onecard reads each written block back once, under the same authentication.
+    """
+    geo = card_map.geometry
+    chosen = list(slots)
+    returns = [b for s in chosen for b in s.return_blocks]
+    purchases = [b for s in chosen for b in s.purchase_blocks]
+    read_sectors = {geo.sector_of(b) for b in returns}
+    write_sectors = {geo.sector_of(b) for b in purchases}
+    shared = 1 if max(read_sectors) == max(write_sectors) else 0
+    minimum = (
+        1  # UID
+        + 2  # load the public key A, authenticate the header sector
+        + len(header_blocks(geo))
+        + 1  # load data key B
+        + len(read_sectors)
+        + len(write_sectors)
+        - shared
+        + len(returns)
+        + len(purchases)
+    )
+    return minimum, len(purchases)
