@@ -31,6 +31,8 @@ from onecard.db import create_db_engine, session_factory, upgrade
 from onecard.ledger import accounts as acc
 from onecard.plugins import Plugins, load_plugins
 
+pytest_plugins = ["card_fixtures"]
+
 PG_URL = os.environ.get(
     "ONECARD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )

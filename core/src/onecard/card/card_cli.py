@@ -14,14 +14,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import click
-from sqlalchemy.orm import Session
 
 from onecard.card import profiles as prof
 from onecard.card.keys import KeyStore, load_kek
 from onecard.card.reader import MifareReader, list_readers
-from onecard.card.service import CardDesk, SaleItem, open_pcsc_reader
+from onecard.card.service import CardDesk, Manager, SaleItem, open_pcsc_reader
 from onecard.errors import InvalidInput
-from onecard.models import Operator
 from onecard.money import format_fen, parse_yuan
 
 reader_option = click.option(
@@ -275,23 +273,54 @@ def finish(sale_key: str, reader: str | None) -> None:
 @card.command("void")
 @click.option("--sale", "sale_key", required=True)
 @click.option("--reason", required=True)
+@click.option(
+    "--without-card",
+    is_flag=True,
+    help="The sale's card is reported lost: void without it (a manager authorises).",
+)
+@click.option("--manager", help="With --without-card: the authorising manager's username.")
+@click.option("--manager-reader", help="With --without-card: a reader holding a manager card.")
 @reader_option
-def void(sale_key: str, reason: str, reader: str | None) -> None:
+def void(
+    sale_key: str,
+    reason: str,
+    without_card: bool,
+    manager: str | None,
+    manager_reader: str | None,
+    reader: str | None,
+) -> None:
     """Void a pending sale with its card on the reader (taking it off the card)."""
     d = desk()
-    with open_reader(reader) as r:
-        out = d.void(r, _cli().actor(), sale_key=sale_key, reason=reason)
+    if without_card:
+        auth = _authorizer(d, manager, manager_reader, reader)
+        out = d.void_without_card(_cli().actor(), sale_key=sale_key, reason=reason, authorize=auth)
+    else:
+        with open_reader(reader) as r:
+            out = d.void(r, _cli().actor(), sale_key=sale_key, reason=reason)
     click.echo(f"sale {sale_key}: voided {out['voided']} purchase(s)")
 
 
-def _authorizer(
-    d: CardDesk, manager: str | None, manager_reader: str | None
-) -> Callable[[Session, int], Operator]:
-    if manager_reader:
+@card.command("lost")
+@click.option("--uid", required=True, help="The card's UID (hex), as `card read` shows it.")
+@click.option("--reason", default="lost", type=click.Choice(["lost", "stolen", "broken"]))
+def lost(uid: str, reason: str) -> None:
+    """Report a card lost: it is refused from now on; `card reissue` gives a new one."""
+    out = desk().report_lost(_cli().actor(), uid=uid, reason=reason)
+    click.echo(f"card {out['uid']} is now {out['status']}")
 
-        def by_card(session: Session, office_id: int) -> Operator:
+
+def _authorizer(
+    d: CardDesk, manager: str | None, manager_reader: str | None, reader: str | None
+) -> Callable[[int], Manager]:
+    if manager_reader:
+        if manager_reader == reader:
+            raise InvalidInput(
+                "the manager card needs a reader of its own; or give --manager", field="manager"
+            )
+
+        def by_card(office_id: int) -> Manager:
             with open_reader(manager_reader) as r:
-                return d.authorize(session, office_id, manager_reader=r)
+                return d.authorize(office_id, manager_reader=r)
 
         return by_card
     if not manager:
@@ -300,8 +329,8 @@ def _authorizer(
         f"Password of {manager}", hide_input=True
     )
 
-    def by_password(session: Session, office_id: int) -> Operator:
-        return d.authorize(session, office_id, username=manager, password=password)
+    def by_password(office_id: int) -> Manager:
+        return d.authorize(office_id, username=manager, password=password)
 
     return by_password
 
@@ -329,7 +358,7 @@ def repurchase(
 ) -> None:
     """Write a lost purchase onto the card again (a manager authorises)."""
     d = desk()
-    auth = _authorizer(d, manager, manager_reader)
+    auth = _authorizer(d, manager, manager_reader, reader)
     with open_reader(reader) as r:
         out = d.repurchase(r, _cli().actor(), purchase_id=purchase_id, authorize=auth)
     click.echo(f"purchase #{out['seq']} for meter {out['meter']} written again")
@@ -349,7 +378,7 @@ def cancel(
 ) -> None:
     """Cancel a purchase no meter has loaded (a manager authorises); the sale is reversed."""
     d = desk()
-    auth = _authorizer(d, manager, manager_reader)
+    auth = _authorizer(d, manager, manager_reader, reader)
     with open_reader(reader) as r:
         out = d.cancel(r, _cli().actor(), purchase_id=purchase_id, reason=reason, authorize=auth)
     click.echo(f"purchase #{out['seq']} cancelled; reversal #{out['reversal_seq']}")

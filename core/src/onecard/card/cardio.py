@@ -41,7 +41,14 @@ from onecard.card.layout import (
 )
 from onecard.card.mifare import BLOCK_SIZE, DEFAULT_KEY, Geometry
 from onecard.card.reader import KeyType, MifareReader
-from onecard.errors import CardTampered, ForeignSiteCard, InvalidInput, NotOurCard, WrongKey
+from onecard.errors import (
+    CardTampered,
+    ForeignSiteCard,
+    InvalidInput,
+    NotOurCard,
+    ReaderError,
+    WrongKey,
+)
 
 HEADER_MAC_PREFIX = b"OCHDR"
 
@@ -288,28 +295,47 @@ class CardIO:
     ) -> None:
         """Key a card for this site and write its header and first records.
 
-        The card is either blank (transport keys FFFFFFFFFFFF) or ours under ``old_keys`` (a
-        re-key or re-issue onto the same card). Data blocks are written before the trailers, and
-        the header last, so a card pulled half-way is never a valid card with missing slots.
+        The card is blank (transport keys FFFFFFFFFFFF) or ours under ``old_keys`` (a re-key).
+        Every sector is first opened without writing anything: a card of the wrong size or of
+        another system is refused untouched. A sector already keyed with the new keys (an
+        earlier attempt that was pulled half-way) is accepted, so an interrupted issue or re-key
+        can simply be run again. Data blocks are written before each trailer, and the header
+        last (the old header stays readable until then), so a card pulled half-way is never a
+        valid card with missing slots.
         """
         geo = self.geometry
         roles = block_roles(card_map, tool_blocks)
         new_trailers = trailers(geo, keys, roles)
 
-        def current(sector: int) -> tuple[KeyType, bytes]:
-            if old_keys is None:
-                return "A", DEFAULT_KEY
-            return "B", sector_keys(geo, sector, old_keys).key_b
+        def candidates(sector: int) -> list[tuple[KeyType, bytes]]:
+            found: list[tuple[KeyType, bytes]] = []
+            if old_keys is not None:
+                found.append(("B", sector_keys(geo, sector, old_keys).key_b))
+            found.append(("A", DEFAULT_KEY))
+            found.append(("B", sector_keys(geo, sector, keys).key_b))
+            return found
 
+        opens: dict[int, tuple[KeyType, bytes]] = {}
+        for sector in range(geo.sectors):
+            for key_type, key in candidates(sector):
+                try:
+                    self.reader.ensure_auth(geo.trailer_block(sector), key_type, key)
+                except (WrongKey, ReaderError):
+                    continue
+                opens[sector] = (key_type, key)
+                break
+            else:
+                raise InvalidInput(
+                    f"sector {sector} of this card opens with neither the transport key nor this "
+                    f"site's keys: not a blank {geo.size.upper()} card (nothing was written)",
+                    field="card",
+                )
         blanks = {b: bytes(BLOCK_SIZE) for s in range(2, geo.sectors) for b in geo.data_blocks(s)}
         blanks.update(initial)
         header_data = split_blocks(seal_header(header, self.uid, keys), header_blocks(geo))
         for sector in range(geo.sectors):
-            key_type, key = current(sector)
+            key_type, key = opens[sector]
             sector_data = {b: blanks[b] for b in geo.data_blocks(sector) if b in blanks}
-            # old data in sector 1 is a header; write the new one last
-            if sector == 1:
-                sector_data = {b: bytes(BLOCK_SIZE) for b in geo.data_blocks(1)}
             for block, data in sector_data.items():
                 self.reader.ensure_auth(block, key_type, key)
                 self.reader.write_block(block, data)

@@ -215,13 +215,15 @@ def check_profiles(session: Session, utilities: UtilityRegistry) -> ProfileCheck
     for profile in list_profiles(session):
         missing = [k for k in profile.kinds() if k not in utilities]
         no_layout = [
-            k for k in profile.kinds() if k in utilities and utilities.get(k).card_layout is None
+            k
+            for k in profile.kinds()
+            if k in utilities and not isinstance(utilities.get(k).card_layout, SlotLayout)
         ]
         if missing or no_layout:
             unavailable[profile.code] = (
                 f"kinds not loaded: {', '.join(missing)}"
                 if missing
-                else f"kinds without a card layout: {', '.join(no_layout)}"
+                else f"kinds without a SlotLayout card layout: {', '.join(no_layout)}"
             )
             continue
         try:

@@ -19,12 +19,13 @@ A retried sale (same ``sale_key``) returns the confirmed result, or finishes a p
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -51,6 +52,7 @@ from onecard.card.layout import (
 from onecard.card.mifare import geometry
 from onecard.card.reader import MifareReader
 from onecard.errors import (
+    AuthenticationFailed,
     CardError,
     CardRefused,
     CardTampered,
@@ -76,8 +78,10 @@ from onecard.operators import Grants
 from onecard.utility import UtilityRegistry
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 _reader_locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
+MAX_SALE_KEY = 64  # leaves room for ':<meter id>' and 'card:' in ledger keys
 MAX_SALE_ITEM = 10_000_000  # fen per meter per sale (100 000 yuan)
 
 
@@ -108,6 +112,36 @@ class SaleItem:
     amount: int
     units: int | None = None
     params: Mapping[str, Any] | None = None
+
+
+class _Rekey(Exception):
+    """The card is on an older key version: re-key it (in its own transaction) first."""
+
+
+def _rekeying(method: F) -> F:
+    """Run a card operation; if the card needs re-keying, re-key it, commit, and run it again.
+
+    The re-key is its own transaction, so it stays recorded whatever the operation then does.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: CardDesk, reader: MifareReader, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, reader, *args, **kwargs)
+        except _Rekey:
+            with self._tx() as session:
+                self._open(session, reader, card_type=None, rekey=True)
+            return method(self, reader, *args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+@dataclass(frozen=True)
+class Manager:
+    """The manager who authorised a correction."""
+
+    id: int
+    username: str
 
 
 @dataclass
@@ -163,6 +197,7 @@ class CardDesk:
         *,
         card_type: str | None = "user",
         allow_inactive: bool = False,
+        rekey: bool = False,
     ) -> OpenCard:
         io = self._io(session, reader)
         header, keys = io.read_header()
@@ -196,6 +231,8 @@ class CardDesk:
         opened = OpenCard(io, header, keys, card, card_map, slots)
         current = self.keystore.current_version(session)
         if header.key_version < current and card.status == "active":
+            if not rekey:
+                raise _Rekey()
             self._rekey(session, opened, current)
         return opened
 
@@ -309,6 +346,7 @@ class CardDesk:
             out.append(entry)
         return out
 
+    @_rekeying
     def read(
         self, reader: MifareReader, actor: Actor, *, grants: Grants | None = None
     ) -> dict[str, Any]:
@@ -560,6 +598,7 @@ class CardDesk:
 
     # Selling ---------------------------------------------------------------------------------
 
+    @_rekeying
     def sell(
         self,
         reader: MifareReader,
@@ -573,6 +612,8 @@ class CardDesk:
     ) -> dict[str, Any]:
         """Sell to one or more meters on the card on the reader (see the module docstring)."""
         sale_key = ledger.core.check_key(sale_key, "sale_key")
+        if len(sale_key) > MAX_SALE_KEY:
+            raise InvalidInput(f"sale_key: at most {MAX_SALE_KEY} characters", field="sale_key")
         if not items:
             raise InvalidInput("a sale needs at least one meter", field="items")
         if method not in ("cash", "bank", "card", "transfer", "wechat", "alipay"):
@@ -861,6 +902,7 @@ class CardDesk:
                 q = q.where(CardPurchase.office_id.in_(office_ids))
             return [_purchase_dict(p) for p in session.scalars(q.order_by(CardPurchase.id))]
 
+    @_rekeying
     def finish(
         self, reader: MifareReader, actor: Actor, *, sale_key: str, grants: Grants | None = None
     ) -> dict[str, Any]:
@@ -929,6 +971,7 @@ class CardDesk:
             )
         return rows
 
+    @_rekeying
     def void(
         self,
         reader: MifareReader,
@@ -983,6 +1026,93 @@ class CardDesk:
             )
             return {"sale_key": sale_key, "voided": len(ids), "erased_from_card": len(restore)}
 
+    def void_without_card(
+        self,
+        actor: Actor,
+        *,
+        sale_key: str,
+        reason: str,
+        authorize: Callable[[int], Manager],
+        grants: Grants | None = None,
+    ) -> dict[str, Any]:
+        """Void a pending sale whose card is gone for good (lost, stolen, broken).
+
+        A manager authorises it. Nothing is charged, and the sequence number is used again by
+        the next sale; should the old card turn up and still carry the purchase, a meter could
+        load it before the new card's: that is why the old card must be reported lost first.
+        """
+        if not reason or not reason.strip():
+            raise InvalidInput("say why the sale is voided", field="reason")
+        with self._tx() as session:
+            rows = list(
+                session.scalars(
+                    select(CardPurchase).where(
+                        CardPurchase.sale_key == sale_key, CardPurchase.status == "pending"
+                    )
+                )
+            )
+            if not rows:
+                raise NotFound(f"no pending sale {sale_key!r}", field="sale_key")
+            self._check(grants, "sale.create", rows[0].office_id)
+            office_id = rows[0].office_id
+            card = rows[0].card
+            if card.status == "active":
+                raise Conflict(
+                    f"card {card.uid} is still active: void the sale with the card on the reader, "
+                    "or report the card lost first",
+                    field="sale_key",
+                )
+        manager = authorize(office_id)
+        with self._tx() as session:
+            ids = []
+            for row in session.scalars(
+                select(CardPurchase).where(
+                    CardPurchase.sale_key == sale_key, CardPurchase.status == "pending"
+                )
+            ):
+                row.status = "voided"
+                row.closed_at = now_utc()
+                row.close_reason = reason.strip()
+                row.authorized_by_id = manager.id
+                ids.append(row.id)
+            audit.record(
+                session,
+                actor,
+                "card.sale.void_without_card",
+                [f"sale:{sale_key}", *(f"card_purchase:{i}" for i in ids)],
+                detail={"reason": reason.strip(), "authorized_by": manager.username},
+                office_id=office_id,
+            )
+            return {"sale_key": sale_key, "voided": len(ids), "erased_from_card": 0}
+
+    def report_lost(
+        self, actor: Actor, *, uid: str, reason: str = "lost", grants: Grants | None = None
+    ) -> dict[str, Any]:
+        """Report a card lost or stolen: it is refused from now on (reissue gives a new one)."""
+        if reason not in ("lost", "stolen", "broken"):
+            raise InvalidInput("reason must be lost, stolen or broken", field="reason")
+        with self._tx() as session:
+            card = session.scalar(select(Card).where(Card.uid == uid.upper()))
+            if card is None or (
+                grants is not None and not grants.allows("card.issue", card.office_id)
+            ):
+                raise NotFound(f"no card {uid!r}", field="uid")
+            if card.status != "active":
+                raise Conflict(f"card {card.uid} is already {card.status}", field="uid")
+            card.status = "lost"
+            card.status_changed_at = now_utc()
+            card.status_reason = reason
+            audit.record(
+                session,
+                actor,
+                "card.report_lost",
+                [f"card:{card.uid}"],
+                detail={"reason": reason},
+                office_id=card.office_id,
+                customer_id=card.customer_id,
+            )
+            return {"uid": card.uid, "status": card.status}
+
     def _previous_record(self, session: Session, oc: OpenCard, p: CardPurchase) -> bytes:
         """The purchase record the slot held before ``p``: the last confirmed one, or empty."""
         assert oc.card_map is not None
@@ -1007,43 +1137,68 @@ class CardDesk:
 
     def authorize(
         self,
-        session: Session,
         office_id: int,
         *,
         username: str | None = None,
         password: str | None = None,
         manager_reader: MifareReader | None = None,
-    ) -> Operator:
-        """A manager's authorisation: a manager card on a reader, or a manager's password."""
-        if manager_reader is not None:
-            oc = self._open(session, manager_reader, card_type="manager")
-            op = session.get(Operator, oc.card.operator_id) if oc.card.operator_id else None
-            how = f"manager card {oc.card.uid}"
-        elif username and password:
-            op = ops.authenticate(session, username, password)
-            how = f"password of {username}"
-        else:
-            raise InvalidInput(
-                "a manager must authorise this: a manager card on the reader, or a manager's "
-                "username and password",
-                field="authorization",
-            )
-        if op is None or not op.is_active:
-            raise PermissionDenied(f"{how} belongs to no active operator")
-        if not ops.grants_for(session, op).allows("sale.correct", office_id):
-            raise PermissionDenied(f"{how}: {op.username} may not authorise corrections here")
-        return op
+    ) -> Manager:
+        """A manager's authorisation: a manager card on a reader, or a manager's password.
 
+        Runs in its own transaction, committed even when the password is wrong, so failed
+        attempts count towards the login lockout and are audited.
+        """
+        with self.sessions() as session:
+            session.begin()
+            try:
+                if manager_reader is not None:
+                    oc = self._open(session, manager_reader, card_type="manager", rekey=True)
+                    op = session.get(Operator, oc.card.operator_id) if oc.card.operator_id else None
+                    how = f"manager card {oc.card.uid}"
+                elif username and password:
+                    how = f"password of {username}"
+                    op = ops.authenticate(session, username, password)
+                else:
+                    raise InvalidInput(
+                        "a manager must authorise this: a manager card on the reader, or a "
+                        "manager's username and password",
+                        field="authorization",
+                    )
+                if op is None or not op.is_active:
+                    raise PermissionDenied(f"{how} belongs to no active operator")
+                correct = ops.grants_for(session, op).offices("sale.correct")
+                if correct == frozenset() or (
+                    office_id is not None and correct is not None and office_id not in correct
+                ):
+                    raise PermissionDenied(
+                        f"{how}: {op.username} may not authorise corrections here"
+                    )
+                manager = Manager(op.id, op.username)
+                session.commit()
+                return manager
+            except AuthenticationFailed:
+                audit.record(
+                    session,
+                    Actor(name=f"authorize:{username}"),
+                    "card.authorize_failed",
+                    [f"operator:{username}"],
+                    office_id=office_id,
+                )
+                session.commit()
+                raise
+
+    @_rekeying
     def repurchase(
         self,
         reader: MifareReader,
         actor: Actor,
         *,
         purchase_id: int,
-        authorize: Callable[[Session, int], Operator],
+        authorize: Callable[[int], Manager],
         grants: Grants | None = None,
     ) -> dict[str, Any]:
         """Write a confirmed purchase again whose card write was lost (补购); no new money."""
+        manager = authorize(self._purchase_office(purchase_id, grants))
         with self._tx() as session:
             p = self._purchase(session, purchase_id, grants)
             if p.status != "confirmed":
@@ -1057,7 +1212,6 @@ class CardDesk:
             raw = self._records(oc, [p])[slot.index]
             if item["purchase_raw"] == raw:
                 raise Conflict(f"the card already carries purchase #{p.seq}", field="purchase_id")
-            manager = authorize(session, p.office_id)
             p.rewrites += 1
             p.authorized_by_id = manager.id
             if p.card_id != oc.card.id:
@@ -1077,6 +1231,7 @@ class CardDesk:
             self._write_verify(io, keys, card_map, {slot.index: raw}, [])
             return _purchase_dict(p) | {"apdus": io.reader.apdu_count}
 
+    @_rekeying
     def cancel(
         self,
         reader: MifareReader,
@@ -1084,12 +1239,13 @@ class CardDesk:
         *,
         purchase_id: int,
         reason: str,
-        authorize: Callable[[Session, int], Operator],
+        authorize: Callable[[int], Manager],
         grants: Grants | None = None,
     ) -> dict[str, Any]:
         """Cancel a confirmed purchase no meter has loaded: erase it, reverse its sale."""
         if not reason or not reason.strip():
             raise InvalidInput("say why the purchase is cancelled", field="reason")
+        manager = authorize(self._purchase_office(purchase_id, grants))
         with self._tx() as session:
             p = self._purchase(session, purchase_id, grants)
             if p.status != "confirmed":
@@ -1100,7 +1256,6 @@ class CardDesk:
                     f"purchase #{p.seq} was written to card {p.card.uid}; present that card"
                 )
             slot, item = self._check_unloaded(session, oc, p)
-            manager = authorize(session, p.office_id)
             restore = None
             if item["purchase_ok"] and item["purchase"]["seq"] == p.seq:
                 restore = self._previous_record(session, oc, p)
@@ -1138,6 +1293,10 @@ class CardDesk:
                 assert oc.card_map is not None
                 self._write_verify(oc.io, oc.keys, oc.card_map, {slot.index: restore}, [])
             return _purchase_dict(p) | {"reversal_seq": reversal.seq}
+
+    def _purchase_office(self, purchase_id: int, grants: Grants | None) -> int:
+        with self._tx() as session:
+            return self._purchase(session, purchase_id, grants).office_id
 
     def _purchase(self, session: Session, purchase_id: int, grants: Grants | None) -> CardPurchase:
         p = session.get(CardPurchase, purchase_id)
@@ -1201,11 +1360,22 @@ class CardDesk:
             self._check(grants, "card.issue", cust.office_id)
             old = session.scalar(
                 select(Card).where(
-                    Card.customer_id == cust.id, Card.status == "active", Card.card_type == "user"
+                    Card.customer_id == cust.id,
+                    Card.status.in_(("active", "lost")),
+                    Card.card_type == "user",
+                    Card.replaced_by_id.is_(None),
                 )
             )
             if old is None:
-                raise NotFound(f"customer {customer} holds no active card", field="customer")
+                raise NotFound(f"customer {customer} holds no card to reissue", field="customer")
+            waiting = _pending_for_card(session, old.id)
+            if waiting:
+                raise Conflict(
+                    f"card {old.uid} has a pending sale ({waiting[0].sale_key}): finish or void it "
+                    "with that card first; if the card is gone, report it lost and void the sale "
+                    "without the card (a manager authorises)",
+                    field="customer",
+                )
             io = self._io(session, reader)
             self._refuse_known(session, io)
             pr = prof.get_profile(session, old.profile or "")
@@ -1296,7 +1466,10 @@ class CardDesk:
                 op = session.scalar(select(Operator).where(Operator.username == operator))
                 if op is None:
                     raise NotFound(f"no operator {operator!r}", field="operator")
-                if not ops.grants_for(session, op).allows("sale.correct", office_id):
+                correct = ops.grants_for(session, op).offices("sale.correct")
+                if correct == frozenset() or (
+                    office_id is not None and correct is not None and office_id not in correct
+                ):
                     raise InvalidInput(
                         f"{operator} may not authorise corrections, so gets no manager card",
                         field="operator",
@@ -1388,7 +1561,7 @@ class CardDesk:
             # sequence for a meter that has purchases would then run ahead of the meter's, so a
             # clear card names one meter and only one that has none.
             serial = str(data.get("meter", ""))
-            if not serial.isdigit() or len(serial) > 12:
+            if not serial.isdigit() or len(serial) > 12 or not serial.lstrip("0"):
                 raise InvalidInput(
                     "meter: the serial (digits) of the card meter to clear", field="meter"
                 )

@@ -12,15 +12,13 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
-from sqlalchemy.orm import Session
 
 from onecard import offices as off
 from onecard.audit import Actor
 from onecard.card import profiles as prof
 from onecard.card.reader import list_readers
-from onecard.card.service import SaleItem, open_pcsc_reader
+from onecard.card.service import Manager, SaleItem, open_pcsc_reader
 from onecard.errors import InvalidInput
-from onecard.models import Operator
 from onecard.operators import Grants
 from onecard.web import auth, db, runtime
 from onecard.web import schemas as s
@@ -187,15 +185,51 @@ def void(sale_key: str) -> ResponseReturnValue:
     return _out(out)
 
 
-def _authorizer(auth_data: Mapping[str, Any]) -> Callable[[Session, int], Operator]:
-    desk = runtime().card_desk()
+@card_api.post("/sales/<sale_key>/void-without-card")
+@auth.require("sale.create")
+def void_without_card(sale_key: str) -> ResponseReturnValue:
+    """Void a pending sale whose card is reported lost; a manager authorises it."""
+    data = s.CardCorrectionRequest().load(body())
+    if not data["reason"]:
+        raise InvalidInput("say why the sale is voided", field="reason")
+    authorize = _authorizer(data["authorization"], data["reader"])
+    who, grants = _who()
+    out = (
+        runtime()
+        .card_desk()
+        .void_without_card(
+            who, sale_key=sale_key, reason=data["reason"], authorize=authorize, grants=grants
+        )
+    )
+    return _out(out)
 
-    def authorize(session: Session, office_id: int) -> Operator:
-        if auth_data.get("reader"):
-            with open_pcsc_reader(auth_data["reader"]) as r:
-                return desk.authorize(session, office_id, manager_reader=r)
+
+@card_api.post("/cards/<uid>/lost")
+@auth.require("card.issue")
+def report_lost(uid: str) -> ResponseReturnValue:
+    """Report a card lost, stolen or broken: it is refused from now on."""
+    data = s.CardLostRequest().load(body())
+    who, grants = _who()
+    out = runtime().card_desk().report_lost(who, uid=uid, reason=data["reason"], grants=grants)
+    return _out(out)
+
+
+def _authorizer(auth_data: Mapping[str, Any], reader: str | None) -> Callable[[int], Manager]:
+    desk = runtime().card_desk()
+    manager_reader = auth_data.get("reader")
+    if manager_reader and manager_reader == (reader or runtime().settings_reader()):
+        raise InvalidInput(
+            "the manager card needs a reader of its own (the customer's card is on this one), "
+            "or give the manager's username and password",
+            field="authorization.reader",
+        )
+
+    def authorize(office_id: int) -> Manager:
+        if manager_reader:
+            with open_pcsc_reader(manager_reader) as r:
+                return desk.authorize(office_id, manager_reader=r)
         return desk.authorize(
-            session, office_id, username=auth_data["username"], password=auth_data["password"]
+            office_id, username=auth_data["username"], password=auth_data["password"]
         )
 
     return authorize
@@ -216,7 +250,7 @@ def repurchase(purchase_id: int) -> ResponseReturnValue:
                 r,
                 who,
                 purchase_id=purchase_id,
-                authorize=_authorizer(data["authorization"]),
+                authorize=_authorizer(data["authorization"], data["reader"]),
                 grants=grants,
             )
         )
@@ -241,7 +275,7 @@ def cancel(purchase_id: int) -> ResponseReturnValue:
                 who,
                 purchase_id=purchase_id,
                 reason=data["reason"],
-                authorize=_authorizer(data["authorization"]),
+                authorize=_authorizer(data["authorization"], data["reader"]),
                 grants=grants,
             )
         )

@@ -172,7 +172,9 @@ class CardSaleItemIn(Schema):
 
 
 class CardSaleRequest(ReaderChoice):
-    sale_key = fields.String(required=True, validate=KEY)
+    sale_key = fields.String(
+        required=True, validate=[KEY, validate.Length(max=64, error="at most 64 characters")]
+    )
     items = fields.List(
         fields.Nested(CardSaleItemIn), required=True, validate=validate.Length(min=1, max=15)
     )
@@ -208,6 +210,12 @@ class CardReissueRequest(ReaderChoice):
     customer = fields.String(required=True, validate=validate.Length(min=1, max=32))
     reason = fields.String(
         load_default="lost", validate=validate.OneOf(["lost", "broken", "stolen"])
+    )
+
+
+class CardLostRequest(Schema):
+    reason = fields.String(
+        load_default="lost", validate=validate.OneOf(["lost", "stolen", "broken"])
     )
 
 

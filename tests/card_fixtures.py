@@ -1,4 +1,4 @@
-"""Card test fixtures: a pcscd with virtual (vpcd) readers, and an emulated card in one of them.
+"""Card test fixtures (a pytest plugin of tests/conftest.py): a pcscd with virtual (vpcd) readers,
 
 The PC/SC tests need Debian's ``pcscd`` and ``vsmartcard-vpcd`` (``make install`` installs them);
 without them they fail, unless ``ONECARD_TEST_PCSC=0`` is set: then they are skipped with that
