@@ -44,6 +44,9 @@ def desk() -> CardDesk:
 
 @contextmanager
 def open_reader(name: str | None) -> Iterator[MifareReader]:
+    """The reader named on the command line, else ``reader`` of onecard.toml, else the only one."""
+    if not name:
+        name = _cli().state().runtime().settings.reader
     with open_pcsc_reader(name) as reader:
         yield reader
 

@@ -616,7 +616,7 @@ class CardDesk:
             raise InvalidInput(f"sale_key: at most {MAX_SALE_KEY} characters", field="sale_key")
         if not items:
             raise InvalidInput("a sale needs at least one meter", field="items")
-        if method not in ("cash", "bank", "card", "transfer", "wechat", "alipay"):
+        if method not in ("cash", "bank"):
             raise InvalidInput(f"unknown payment method {method!r}", field="method")
         with self._tx() as session:
             oc = self._open(session, reader)
@@ -857,7 +857,7 @@ class CardDesk:
                 amount=p.amount,
                 office_id=p.office_id,
                 idempotency_key=f"card:{p.idempotency_key}",
-                method=p.method if p.method in ("cash", "bank") else "bank",
+                method=p.method,
                 operator_id=p.operator_id,
                 memo=f"card purchase #{p.seq} for meter {p.meter.serial}",
             )
