@@ -557,11 +557,25 @@ def demo(host: str, port: int, no_serve: bool) -> None:
     with st.session(initialised=False) as session:
         summary = build_demo(session, rt.utilities)
     click.echo(summary)
+    _demo_keys(rt)
     click.echo(
         f"log in as admin, cashier1, cashier2, manager1 or auditor with password {DEMO_PASSWORD}"
     )
     if not no_serve:
         click.get_current_context().invoke(serve, host=host, port=port, threads=8)
+
+
+def _demo_keys(rt: Runtime) -> None:
+    """Give the demo site its card keys (and a KEK file in the instance, unless ONECARD_KEK)."""
+    from onecard.card.keys import KeyStore, create_kek_file, kek_path, kek_source, load_kek
+
+    with rt.sessions() as session, session.begin():
+        if KeyStore.installation(session) is not None:
+            return
+        if kek_source(rt.settings) is None:
+            create_kek_file(kek_path(rt.settings))
+        KeyStore(load_kek(rt.settings)).init_site(session, 1001, "onecard demo")
+    click.echo(f"card keys made for demo site 1001 (KEK: {kek_source(rt.settings)})")
 
 
 cli.add_command(keys_group)

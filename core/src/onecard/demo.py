@@ -76,9 +76,9 @@ def build_demo(session: Session, utilities: UtilityRegistry, *, customers: int =
         building = f"{rng.randint(1, 9)}号楼"
         unit = f"{rng.randint(1, 4)}单元{rng.randint(1, 18):02d}{rng.randint(1, 4):02d}"
         area = f"{rng.randint(45, 140)}.{rng.randint(0, 99):02d}"
-        meters = [
-            cust.MeterSpec(kind=k.code, serial=f"{_prefix(k.code)}{office[0]}{n:05d}")
-            for k in metered
+        meters = [  # card meter serials are digits: kind, office, customer
+            cust.MeterSpec(kind=k.code, serial=f"{i + 1:02d}{1 if office == 'E01' else 2}{n:05d}")
+            for i, k in enumerate(metered)
         ]
         customer = cust.open_account(
             session,
@@ -149,7 +149,3 @@ def build_demo(session: Session, utilities: UtilityRegistry, *, customers: int =
         f"demo data: {len(BRANCHES) + 1} offices, {len(people)} operators, {opened} customers "
         f"with {len(metered)} meter kinds, {sales} sales"
     )
-
-
-def _prefix(code: str) -> str:
-    return code.replace(".", "")[:2].upper() + code.split(".")[-1][:1].upper()
