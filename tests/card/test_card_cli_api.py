@@ -194,6 +194,13 @@ def test_api_issue_sell_read_and_refusals(app: Flask, counter: Counter) -> None:
 
     card = blank_card()
     counter.present(card)
+    # another office's customer is answered exactly as an unknown one
+    r = west.post("/api/v1/card/issue", json={"customer": number, "profile": "six"})
+    unknown = west.post("/api/v1/card/issue", json={"customer": "E01-999999", "profile": "six"})
+    assert r.status_code == unknown.status_code == 404
+    assert r.json["message"].replace(number, "N") == unknown.json["message"].replace(
+        "E01-999999", "N"
+    )
     r = east.post("/api/v1/card/issue", json={"customer": number, "profile": "six"})
     assert r.status_code == 201, r.json
     body: dict[str, Any] = {
