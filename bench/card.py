@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -164,40 +165,37 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     seconds = 0.5 if args.quick else args.seconds
-    with tempfile.TemporaryDirectory(prefix="onecard-bench-card-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="onecard-bench-card-") as tmp, ExitStack() as stack:
         folder = Path(tmp)
         service = PcscdService(folder / "pcscd")
         service.start()
+        stack.callback(service.stop)  # whatever fails below, pcscd does not outlive the run
         reader_name = service.reader_names()[0]
         slot = VirtualCardSlot(service.port_of(reader_name))
         site = Site(folder)
+        stack.callback(site.close)
         transport: list[PcscTransport] = []
-        try:
-            slot.insert(site.card)
-            if not wait_for_card(reader_name, present=True, timeout=5):
-                raise RuntimeError(f"pcscd does not see the card in {reader_name}")
+        slot.insert(site.card)
+        stack.callback(slot.remove)
+        stack.callback(lambda: [t.close() for t in transport])
+        if not wait_for_card(reader_name, present=True, timeout=5):
+            raise RuntimeError(f"pcscd does not see the card in {reader_name}")
 
-            def through_pcscd() -> MifareReader:
-                for old in transport:
-                    old.close()
-                transport[:] = [PcscTransport.open(reader_name)]
-                return MifareReader(transport[0])
+        def through_pcscd() -> MifareReader:
+            for old in transport:
+                old.close()
+            transport[:] = [PcscTransport.open(reader_name)]
+            return MifareReader(transport[0])
 
-            def direct() -> MifareReader:
-                return MifareReader(site.card)
+        def direct() -> MifareReader:
+            return MifareReader(site.card)
 
-            rows = []
-            for count in SIZES:
-                minimum, verify = sale_apdu_budget(site.card_map, site.card_map.slots[:count])
-                base = measure(site, count, seconds, direct)
-                real = measure(site, count, seconds, through_pcscd)
-                rows.append((count, minimum, verify, base, real))
-        finally:
-            for t in transport:
-                t.close()
-            slot.remove()
-            site.close()
-            service.stop()
+        rows = []
+        for count in SIZES:
+            minimum, verify = sale_apdu_budget(site.card_map, site.card_map.slots[:count])
+            base = measure(site, count, seconds, direct)
+            real = measure(site, count, seconds, through_pcscd)
+            rows.append((count, minimum, verify, base, real))
 
     print(f"{'meters':>6} {'APDUs':>6} {'minimum':>8} {'+verify':>8} {'pcscd ms':>9} "
           f"{'sales/s':>8} {'direct ms':>10} {'ratio':>6} {'connect ms':>11}")  # fmt: skip
