@@ -51,13 +51,6 @@ def open_reader(name: str | None) -> Iterator[MifareReader]:
         yield reader
 
 
-def _emit(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
-    if as_json:
-        click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
-    else:
-        click.echo(text(data))
-
-
 @click.group("card")
 def card() -> None:
     """Issue, read and sell to one-cards; tool cards; card profiles."""
@@ -68,7 +61,7 @@ def card() -> None:
 def readers(as_json: bool) -> None:
     """List the PC/SC readers this machine sees."""
     names = list_readers()
-    _emit(names, as_json, lambda n: "\n".join(n) if n else "no readers")
+    _cli().emit(names, as_json, lambda n: "\n".join(n) if n else "no readers")
 
 
 @card.command("profiles")
@@ -92,7 +85,7 @@ def profiles(as_json: bool) -> None:
             lines.append(f"{r['number']:>4} {r['code']:<12} {r['card_size']}  {kinds}{note}")
         return "\n".join(lines)
 
-    _emit(items, as_json, text)
+    _cli().emit(items, as_json, text)
 
 
 @card.command("profile-add")
@@ -153,7 +146,7 @@ def issue(
     d = desk()
     with open_reader(reader) as r:
         out = d.issue(r, _cli().actor(), customer=customer, profile=profile, meters=chosen)
-    _emit(
+    _cli().emit(
         out,
         as_json,
         lambda o: (
@@ -171,7 +164,7 @@ def read(reader: str | None, as_json: bool) -> None:
     d = desk()
     with open_reader(reader) as r:
         out = d.read(r, _cli().actor())
-    _emit(out, as_json, _read_text)
+    _cli().emit(out, as_json, _read_text)
 
 
 def _read_text(o: dict[str, Any]) -> str:
@@ -227,7 +220,7 @@ def sell(
     d = desk()
     with open_reader(reader) as r:
         out = d.sell(r, _cli().actor(), sale_key=sale_key, items=parsed, method=method)
-    _emit(
+    _cli().emit(
         out,
         as_json,
         lambda o: "\n".join(
@@ -248,7 +241,7 @@ def sell(
 def pending(as_json: bool) -> None:
     """List sales waiting to be finished or voided."""
     out = desk().pending()
-    _emit(
+    _cli().emit(
         out,
         as_json,
         lambda rows: (
@@ -397,7 +390,7 @@ def reissue(customer: str, reason: str, reader: str | None, as_json: bool) -> No
     d = desk()
     with open_reader(reader) as r:
         out = d.reissue(r, _cli().actor(), customer=customer, reason=reason)
-    _emit(
+    _cli().emit(
         out,
         as_json,
         lambda o: (

@@ -49,6 +49,7 @@ from onecard.errors import (
     ReaderError,
     WrongKey,
 )
+from onecard.models import utcnow
 
 HEADER_MAC_PREFIX = b"OCHDR"
 
@@ -347,28 +348,6 @@ class CardIO:
         if bad:
             raise CardTampered(f"the header did not read back as written (blocks {bad})")
 
-    def rewrite_header(self, header: Header, keys: CardKeys) -> dict[int, bytes]:
-        data = split_blocks(seal_header(header, self.uid, keys), header_blocks(self.geometry))
-        self.write_blocks(data, "B", keys.header_b)
-        return data
-
-    def blank(self, keys: CardKeys) -> None:
-        """Return a card of ours to transport state (all data zero, keys FFFFFFFFFFFF)."""
-        geo = self.geometry
-        transport = mifare.make_trailer(
-            DEFAULT_KEY,
-            (mifare.DATA_ANY, mifare.DATA_ANY, mifare.DATA_ANY, mifare.TRAILER_TRANSPORT),
-            DEFAULT_KEY,
-        )
-        for sector in reversed(range(geo.sectors)):
-            key = sector_keys(geo, sector, keys).key_b
-            for block in geo.data_blocks(sector):
-                self.reader.ensure_auth(block, "B", key)
-                self.reader.write_block(block, bytes(BLOCK_SIZE))
-            trailer = geo.trailer_block(sector)
-            self.reader.ensure_auth(trailer, "B", key)
-            self.reader.write_block(trailer, transport)
-
 
 def seal_header(header: Header, uid: bytes, keys: CardKeys) -> bytes:
     raw = header.encode()
@@ -377,7 +356,8 @@ def seal_header(header: Header, uid: bytes, keys: CardKeys) -> bytes:
 
 
 def now_utc() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+    """Now, to the second: what a card's 4-byte time fields can hold."""
+    return utcnow().replace(microsecond=0)
 
 
 def sale_apdu_budget(card_map: CardMap, slots: Iterable[PlacedSlot]) -> tuple[int, int]:

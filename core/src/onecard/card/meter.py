@@ -81,6 +81,7 @@ from onecard.card.layout import (
 from onecard.card.mifare import GEOMETRY_1K, GEOMETRY_4K
 from onecard.card.reader import MifareReader
 from onecard.errors import CardError, InvalidInput, WrongKey
+from onecard.models import utcnow
 from onecard.money import format_fen
 from onecard.utility import UtilityKind
 
@@ -169,10 +170,6 @@ class _Refused(Exception):
         self.seq = seq
 
 
-def _now_utc() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 class CardMeter:
     """A prepaid card meter of one utility kind (see the module docstring)."""
 
@@ -203,7 +200,7 @@ class CardMeter:
         self.layout: SlotLayout = layout
         self.serial = serial
         self.sam = sam
-        self._clock = clock or _now_utc
+        self._clock = clock or utcnow
         self._serial_bytes = serial_field.encode(serial)
         #: The site id learned from a system card (None: not commissioned).
         self.site_id: int | None = None

@@ -78,7 +78,6 @@ from onecard.money import format_fen
 from onecard.operators import Grants
 from onecard.utility import UtilityRegistry
 
-T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 _reader_locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -299,7 +298,7 @@ class CardDesk:
 
     def _check(self, grants: Grants | None, permission: str, office_id: int | None) -> None:
         if grants is not None and not grants.allows(permission, office_id):
-            # the same answer as for an unknown card: nothing of another office leaks
+            # the card is on the reader, so it is known to exist: say what is missing
             raise PermissionDenied(f"you need the permission {permission!r} for this card")
 
     def _customer(self, session: Session, card: Card) -> Customer:
