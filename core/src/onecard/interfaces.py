@@ -7,26 +7,49 @@ Each is a ``typing.Protocol``: any object with these members will do.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from onecard.pricing import Charge, Line, Usage
 
 
 @runtime_checkable
 class TariffModel(Protocol):
-    """A price model (flat, time-of-use, tiered ...) of one utility kind.
+    """A price model (flat, time-of-use, tiered ...) of one utility kind, attached by a plugin.
 
-    ``name`` is the value of the ``model`` field in a tariff document. The core stores tariff
-    documents (versioned, with an effective-from time) and asks the model to validate and to quote.
+    ``name`` is the value of the ``model`` field in a tariff document. The core stores the
+    documents (versioned, with an effective-from time; see :mod:`onecard.tariffs`), splits a request
+    across the versions and ladder periods it spans, sums the exact lines and rounds once. The model
+    only validates its ``body`` and prices one piece; the arithmetic helpers are in
+    :mod:`onecard.pricing`.
     """
 
     name: str
 
-    def validate(self, document: Mapping[str, Any]) -> Mapping[str, Any]:
-        """Return the normalised document, or raise InvalidInput naming the bad field."""
+    def validate(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Return the normalised body (JSON-able), or raise InvalidInput naming the bad field."""
         ...
 
-    def quote(self, document: Mapping[str, Any], request: Mapping[str, Any]) -> Mapping[str, Any]:
-        """Price a request (money or units, with the meter's position) as an itemised breakdown."""
+    def compile(self, body: Mapping[str, Any]) -> Any:
+        """Turn a validated body into the object ``usage`` and ``fixed`` price with (cached)."""
+        ...
+
+    def ladder_period(self, priced: Any, at: dt.datetime) -> tuple[dt.datetime, dt.datetime] | None:
+        """Return the ladder period (month, year ...) holding ``at``, or None without a ladder."""
+        ...
+
+    def charge_period(self, priced: Any, on: dt.date) -> tuple[dt.date, dt.date] | None:
+        """Return the billing period of the fixed charges holding ``on``, or None without any."""
+        ...
+
+    def usage(self, priced: Any, use: Usage) -> list[Line]:
+        """Price a quantity used or bought, as exact lines (tier by tier, band by band)."""
+        ...
+
+    def fixed(self, priced: Any, charge: Charge) -> list[Line]:
+        """Price the fixed charges of part of a billing period, prorated by days."""
         ...
 
 

@@ -201,6 +201,8 @@ class Meter(Base):
     serial: Mapped[str] = mapped_column(String(64), index=True)
     model: Mapped[str] = mapped_column(String(64), default="")
     protocol: Mapped[str] = mapped_column(String(32), default="card")
+    #: the name of the tariff of this meter's kind; None: the kind's only tariff
+    tariff: Mapped[str | None] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16), default="active")
     premises_id: Mapped[int | None] = mapped_column(ForeignKey("premises.id"), index=True)
     installed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -396,10 +398,18 @@ class SiteKey(Base):
 
 
 class Tariff(Base):
-    """A versioned tariff document of one utility kind, in force from ``effective_from``."""
+    """A versioned tariff document of one utility kind, in force from ``effective_from``.
+
+    Versions are never changed or deleted: a price change is a new version. At any instant the
+    version in force is the one with the latest ``effective_from`` not after it (and, of two with
+    the same time, the higher version).
+    """
 
     __tablename__ = "tariffs"
-    __table_args__ = (UniqueConstraint("kind", "name", "version"),)
+    __table_args__ = (
+        UniqueConstraint("kind", "name", "version"),
+        Index("ix_tariffs_kind_name_effective_from", "kind", "name", "effective_from"),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
@@ -409,6 +419,29 @@ class Tariff(Base):
     effective_from: Mapped[dt.datetime]
     document: Mapped[dict[str, Any]]
     note: Mapped[str] = mapped_column(String(500), default="")
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class BillingRun(Base):
+    """What a plugin priced and posted for a period (an apportionment, a month's fees).
+
+    ``key`` makes a run happen once; ``statement`` is what was computed (kept for reprint and
+    audit); ``transactions`` are the ledger transaction ids it posted.
+    """
+
+    __tablename__ = "billing_runs"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    what: Mapped[str] = mapped_column(String(32))
+    period_start: Mapped[dt.date]
+    period_end: Mapped[dt.date]
+    office_id: Mapped[int | None] = mapped_column(ForeignKey("offices.id"), index=True)
+    total: Mapped[int] = mapped_column(Money)
+    statement: Mapped[dict[str, Any]]
+    transactions: Mapped[list[Any]] = mapped_column(default=list)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
