@@ -28,6 +28,7 @@ from onecard.ledger import accounts as acc
 from onecard.models import Operator
 from onecard.money import format_fen, parse_yuan
 from onecard.runtime import Runtime
+from onecard.tariffs.cli import tariff_group
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -580,6 +581,7 @@ def _demo_keys(rt: Runtime) -> None:
 
 cli.add_command(keys_group)
 cli.add_command(card_group)
+cli.add_command(tariff_group)
 
 
 def main() -> None:

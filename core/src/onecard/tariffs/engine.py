@@ -276,8 +276,8 @@ def _usage(
         period = v.model.ladder_period(body, local)
         if units == 0:
             return [], Decimal(0), {v.version}, period
-        lines = v.model.usage(body, Usage(quantity, used_q, local, None, by_band, unit, context))
-        return _tag(lines, v), _sum(lines), {v.version}, period
+        single = v.model.usage(body, Usage(quantity, used_q, local, None, by_band, unit, context))
+        return _tag(single, v), _sum(single), {v.version}, period
     if until <= at:
         raise InvalidInput("until must be later than at", field="until")
     # cut at version changes, then at ladder period ends
@@ -317,7 +317,11 @@ def _usage(
                 ),
             )
             position += share
-            extra = {"from": a.isoformat(), "to": b.isoformat()} if len(cuts) > 1 else {}
+            extra = (
+                {"from": a.astimezone(v.tz).isoformat(), "to": b.astimezone(v.tz).isoformat()}
+                if len(cuts) > 1
+                else {}
+            )
             lines.extend(_tag(piece, v, **extra))
     return lines, _sum(lines), {c[0].version for c in cuts}, first_period
 

@@ -85,9 +85,11 @@ def create_app(
 
     from onecard.web.api import api
     from onecard.web.card_api import card_api
+    from onecard.web.tariff_api import tariff_api
 
     app.register_blueprint(api)
     app.register_blueprint(card_api)
+    app.register_blueprint(tariff_api)
     register_error_handlers(app)
     return app
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from onecard import UtilityRegistry, hookimpl
 from onecard_heat.card import LAYOUT
+from onecard_heat.tariff import KWH_PER_GJ, AreaOnlyModel, TwoPartModel
 
+__all__ = ["KWH_PER_GJ", "onecard_register_utilities"]
 __version__ = "0.1.0"
-
-#: kWh in one GJ: 10**9 J / 3.6 * 10**6 J = 277.777..., stated to the hundredth as tariffs print it.
-KWH_PER_GJ = Decimal("277.78")
 
 
 @hookimpl
@@ -23,3 +20,5 @@ def onecard_register_utilities(registry: UtilityRegistry) -> None:
         alt_units={"kWh": KWH_PER_GJ},
     )
     kind.set_card_layout(LAYOUT)
+    kind.tariffs.add(TwoPartModel.name, TwoPartModel())
+    kind.tariffs.add(AreaOnlyModel.name, AreaOnlyModel())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from onecard import UtilityRegistry, hookimpl
 from onecard_water.card import layout
+from onecard_water.tariff import FlatModel, StepsModel
 
 __version__ = "0.1.0"
 
@@ -20,3 +21,5 @@ def onecard_register_utilities(registry: UtilityRegistry) -> None:
     for code, names in KINDS.items():
         kind = registry.add(code, names=names, unit="m³", unit_decimals=2)
         kind.set_card_layout(layout(code))
+        kind.tariffs.add("steps", StepsModel())
+        kind.tariffs.add("flat", FlatModel())
