@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from conftest import BUILTIN_PLUGINS
 from onecard import UtilityRegistry, hookimpl
 from onecard.errors import NotFound, PluginError
 from onecard.plugins import entry_points, load_plugins
+from onecard.pricing import Line, Usage
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = {
@@ -168,11 +170,23 @@ def test_two_plugins_registering_one_kind_name_both() -> None:
 class FlatModel:
     name = "flat"
 
-    def validate(self, document):  # type: ignore[no-untyped-def]
-        return document
+    def validate(self, body):  # type: ignore[no-untyped-def]
+        return dict(body)
 
-    def quote(self, document, request):  # type: ignore[no-untyped-def]
-        return {"total": document["price"]}
+    def compile(self, body):  # type: ignore[no-untyped-def]
+        return Decimal(body["price"])
+
+    def ladder_period(self, priced, at):  # type: ignore[no-untyped-def]
+        return None
+
+    def charge_period(self, priced, on):  # type: ignore[no-untyped-def]
+        return None
+
+    def usage(self, priced, use):  # type: ignore[no-untyped-def]
+        return [Line("energy", "flat", use.quantity * priced, use.quantity, use.unit, priced)]
+
+    def fixed(self, priced, charge):  # type: ignore[no-untyped-def]
+        return []
 
 
 class Layout:
@@ -208,7 +222,9 @@ def test_attachment_points_take_objects_of_their_interface() -> None:
 
     loaded = load_plugins([plugin("steam", onecard_register_utilities=register)])
     steam = loaded.utilities.get("steam")
-    assert steam.tariffs.get("flat").quote({"price": 3}, {}) == {"total": 3}
+    flat = steam.tariffs.get("flat")
+    use = Usage(Decimal(2), Decimal(0), dt.datetime(2026, 1, 1, tzinfo=dt.UTC), unit="t")
+    assert flat.usage(flat.compile({"price": "3"}), use)[0].amount == 6
     assert steam.protocols.names() == ["modbus-example"]
     assert steam.reports.get("daily").rows(None, {"day": 1}) == [{"day": 1}]
     assert steam.card_layout is not None and steam.card_layout.blocks == 3

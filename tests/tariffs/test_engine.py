@@ -145,7 +145,7 @@ def test_money_buys_the_most_whole_units_and_the_rest_stays_as_credit(
     q = quote_money(dear, amount=10000, at=at)  # 27.02 t cost 99.974; 27.03 t would be 100.011
     assert (q.units, q.amount, q.credit) == (2702, 9997, 3)
     with pytest.raises(InvalidInput, match=r"buys less than 0\.01 t") as err:
-        quote_money(s, amount=0 + 1, at=at, position=Position(used=10000 * 100))
+        quote_money(dear, amount=3, at=at)  # 0.01 t costs 0.037, rounded 0.04
     assert err.value.field == "amount"
 
 

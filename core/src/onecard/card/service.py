@@ -61,6 +61,7 @@ from onecard.errors import (
     IdempotencyConflict,
     InvalidInput,
     NotFound,
+    OnecardError,
     PermissionDenied,
 )
 from onecard.ledger import accounts as acc
@@ -76,6 +77,9 @@ from onecard.models import (
 )
 from onecard.money import format_fen
 from onecard.operators import Grants
+from onecard.tariffs.documents import tariff_names
+from onecard.tariffs.engine import Quote
+from onecard.tariffs.meters import quote_meter
 from onecard.utility import UtilityRegistry
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -705,7 +709,7 @@ class CardDesk:
                 raise Conflict(
                     f"{where}.meter: meter {meter.serial} is {meter.state}", field=f"{where}.meter"
                 )
-            amount, units = self._amounts(slot, item, where)
+            amount, units, quote = self._amounts(session, meter, slot, item, where, now)
             params = slot.layout.resolve_params(item.params)
             pending = session.scalar(
                 select(CardPurchase).where(
@@ -742,7 +746,9 @@ class CardDesk:
                 amount=amount,
                 units=units,
                 method=method,
-                params={k: str(v) for k, v in params.items()} | {"_request": fingerprint},
+                params={k: str(v) for k, v in params.items()}
+                | {"_request": fingerprint}
+                | ({"_quote": quote.to_dict(), "_fixed_fen": quote.fixed} if quote else {}),
                 status="pending",
                 written_at=now,
             )
@@ -760,7 +766,38 @@ class CardDesk:
         )
         return made
 
-    def _amounts(self, slot: PlacedSlot, item: SaleItem, where: str) -> tuple[int, int | None]:
+    def _quote(
+        self,
+        session: Session,
+        meter: Meter,
+        where: str,
+        at: dt.datetime,
+        *,
+        amount: int | None = None,
+        units: int | None = None,
+    ) -> Quote | None:
+        """The tariff's quote for this meter's purchase, or None while its kind has no tariff."""
+        if not meter.tariff and not tariff_names(session, meter.kind):
+            return None
+        try:
+            return quote_meter(session, self.utilities, meter, at=at, amount=amount, units=units)
+        except OnecardError as exc:
+            field = f"{where}.{exc.field or 'amount'}"
+            raise InvalidInput(f"{field}: {exc.message}", field=field) from None
+
+    def _amounts(
+        self,
+        session: Session,
+        meter: Meter,
+        slot: PlacedSlot,
+        item: SaleItem,
+        where: str,
+        at: dt.datetime,
+    ) -> tuple[int, int | None, Quote | None]:
+        """What the customer pays, the units it buys, and the tariff's quote (with a tariff).
+
+        With a tariff, the units come from the meter's tariff and position; a units card given
+        both must be given the quote's price for those units."""
         amount = item.amount
         if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
             raise InvalidInput(
@@ -777,14 +814,25 @@ class CardDesk:
                     f"{where}.units: {slot.kind} cards carry money, not units",
                     field=f"{where}.units",
                 )
-            return amount, None
+            quote = self._quote(session, meter, where, at, amount=amount)
+            return amount, (quote.units if quote else None), quote
         kind = self.utilities.get(slot.kind)
         if item.units is not None:
             if isinstance(item.units, bool) or not isinstance(item.units, int) or item.units <= 0:
                 raise InvalidInput(
                     f"{where}.units must be a positive whole number", field=f"{where}.units"
                 )
-            return amount, item.units
+            quote = self._quote(session, meter, where, at, units=item.units)
+            if quote is not None and quote.amount != amount:
+                raise InvalidInput(
+                    f"{where}.amount: {quote.quantity} {kind.unit} cost {format_fen(quote.amount)} "
+                    f"under tariff {quote.tariff}, not {format_fen(amount)}",
+                    field=f"{where}.amount",
+                )
+            return amount, item.units, quote
+        quote = self._quote(session, meter, where, at, amount=amount)
+        if quote is not None:
+            return amount, quote.units, quote
         # units from money at the purchase's price; what rounding leaves stays as credit
         price = slot.layout.resolve_params(item.params).get("price")
         if price is None:
@@ -795,7 +843,7 @@ class CardDesk:
         units = int(quantity.scaleb(kind.unit_decimals))
         if units <= 0:
             raise InvalidInput(f"{where}.amount buys less than one unit", field=f"{where}.amount")
-        return amount, units
+        return amount, units, None
 
     def _find_slot(self, oc: OpenCard, ref: str, field: str) -> PlacedSlot:
         assert oc.card_map is not None
@@ -858,6 +906,17 @@ class CardDesk:
                 operator_id=p.operator_id,
                 memo=f"card purchase #{p.seq} for meter {p.meter.serial}",
             )
+            fixed = int(p.params.get("_fixed_fen", 0) or 0)
+            if fixed:
+                # the billing period's fixed charges (a heat basic fee) are revenue now
+                ledger.consume(
+                    session,
+                    wallet=acc.meter_wallet_code(p.meter_id),
+                    amount=fixed,
+                    idempotency_key=f"card:{p.idempotency_key}:fixed",
+                    memo=f"fixed charges with purchase #{p.seq} for meter {p.meter.serial}",
+                    operator_id=p.operator_id,
+                )
             p.status = "confirmed"
             p.transaction_id = posted.id
             p.confirmed_at = now_utc()
@@ -1259,6 +1318,16 @@ class CardDesk:
             assert p.transaction_id is not None
             txn = session.get(LedgerTransaction, p.transaction_id)
             assert txn is not None
+            fixed = ledger.find_posted(session, f"card:{p.idempotency_key}:fixed")
+            if fixed is not None:  # the fixed charges it carried go back too
+                ledger.reverse(
+                    session,
+                    fixed.seq,
+                    reason_code="purchase_cancelled",
+                    idempotency_key=f"card-cancel:{p.idempotency_key}:fixed",
+                    memo=reason.strip()[:200],
+                    operator_id=actor.operator_id,
+                )
             reversal = ledger.reverse(
                 session,
                 txn.seq,
@@ -1760,6 +1829,7 @@ def _purchase_dict(p: CardPurchase) -> dict[str, Any]:
         "units": p.units,
         "status": p.status,
         "params": {k: v for k, v in p.params.items() if not k.startswith("_")},
+        "quote": p.params.get("_quote"),
         "written_at": p.written_at.isoformat(),
         "rewrites": p.rewrites,
         "transaction_id": p.transaction_id,

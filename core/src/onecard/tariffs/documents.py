@@ -227,13 +227,17 @@ def tariff_names(session: Session, kind: str) -> list[str]:
     )
 
 
-_compiled: dict[int, Version] = {}
+_compiled: dict[tuple[Any, ...], Version] = {}
 
 
 def compile_version(utilities: UtilityRegistry, row: Tariff) -> Version:
-    """A stored version, compiled once per process (versions never change)."""
-    if row.id in _compiled:
-        return _compiled[row.id]
+    """A stored version, compiled once per process (versions never change).
+
+    The cache key is the row's identity with its creation time, so two databases served by one
+    process (tests, several instances) never share a compiled version."""
+    key = (id(utilities), row.id, row.kind, row.name, row.version, row.created_at)
+    if row.id is not None and row.id > 0 and key in _compiled:
+        return _compiled[key]
     kind = utilities.get(row.kind)
     if row.model not in kind.tariffs:
         raise NotFound(
@@ -258,7 +262,8 @@ def compile_version(utilities: UtilityRegistry, row: Tariff) -> Version:
         document=doc,
         id=row.id,
     )
-    _compiled[row.id] = version
+    if row.id is not None and row.id > 0:
+        _compiled[key] = version
     return version
 
 
@@ -293,9 +298,7 @@ def schedule_from_documents(utilities: UtilityRegistry, documents: list[Any]) ->
             effective_from=dt.datetime.fromisoformat(doc["effective_from"]),
             document=doc,
         )
-        _compiled.pop(-i, None)
         versions.append(compile_version(utilities, row))
-        _compiled.pop(-i, None)
     names = {(v.kind, v.name) for v in versions}
     if len(names) != 1:
         raise InvalidInput(

@@ -459,7 +459,11 @@ def quote_money(
             break
         lo, best = hi, probe
         if hi == MAX_UNITS:
-            break
+            raise InvalidInput(
+                f"amount: tariff {schedule.name} prices {schedule.kind.code} at (nearly) nothing "
+                f"here: {format_fen(amount)} would buy more than {MAX_UNITS} smallest units",
+                field="amount",
+            )
         hi = min(hi * 2, MAX_UNITS)
     # invariant: cost(lo) fits, cost(hi) does not (or hi is the cap)
     while hi - lo > 1:

@@ -59,10 +59,10 @@ class Exact(fields.Field):  # type: ignore[type-arg]
             raise ValidationError(f"must be at most {self.maximum}, got {number}")
         if number != number.quantize(Decimal(1).scaleb(-self.places)):
             raise ValidationError(f"has more than {self.places} decimals: {number}")
-        return number.normalize() if number == number.to_integral_value() else number
+        return number
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
-        return None if value is None else str(value)
+        return None if value is None else format(value, "f")
 
 
 class TimeOfDay(fields.Field):  # type: ignore[type-arg]

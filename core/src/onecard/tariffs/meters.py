@@ -121,7 +121,7 @@ def _fixed_paid(session: Session, meter_id: int, start: dt.date, end: dt.date, t
             CardPurchase.created_at < hi,
         )
     )
-    return any(int((p or {}).get("fixed_fen", 0) or 0) > 0 for p in rows)
+    return any(int((p or {}).get("_fixed_fen", 0) or 0) > 0 for p in rows)
 
 
 def position(
@@ -134,8 +134,9 @@ def position(
     used = 0
     period = version.model.ladder_period(body, local)
     if period is not None:
-        start = period[0].astimezone(dt.UTC)
-        used = max(bought(session, meter.id, start, at), consumption(session, meter.id, start, at))
+        start, end = period[0].astimezone(dt.UTC), period[1].astimezone(dt.UTC)
+        # every live purchase of the period counts, even one stamped later in the same second
+        used = max(bought(session, meter.id, start, end), consumption(session, meter.id, start, at))
     premises = session.get(Premises, meter.premises_id) if meter.premises_id else None
     context: dict[str, Any] = {}
     if premises is not None:

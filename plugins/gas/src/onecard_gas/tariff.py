@@ -29,6 +29,11 @@ from onecard.pricing import Charge, Line, Usage, calendar_period, exact, ladder
 from onecard.tariffs.fields import Exact, MonthDay, load, refuse
 
 
+def _text(number: Decimal) -> str:
+    """Write a decimal in plain notation: 180, not 1.8E+2."""
+    return format(number, "f")
+
+
 class TierSchema(Schema):
     upto = Exact(load_default=None, allow_none=True, positive=True, maximum=None)
     price = Exact(required=True)
@@ -66,7 +71,7 @@ def _check_tiers(tiers: list[dict[str, Any]]) -> None:
             if upto is not None:
                 raise refuse(
                     f"tiers[{i}].upto",
-                    f"the last tier is open-ended (upto: null), not {upto}: nothing ends it",
+                    f"the last tier is open-ended (upto: null), not {_text(upto)}",
                 )
         elif upto is None:
             raise refuse(
@@ -76,7 +81,7 @@ def _check_tiers(tiers: list[dict[str, Any]]) -> None:
         elif previous is not None and upto <= previous:
             raise refuse(
                 f"tiers[{i}].upto",
-                f"must be greater than tiers[{i - 1}].upto ({previous}), got {upto}",
+                f"must be greater than tiers[{i - 1}].upto ({_text(previous)}), got {_text(upto)}",
             )
         previous = upto
     if tiers[last]["price"] == 0:
@@ -119,7 +124,7 @@ class TieredModel:
             month, day = data["anchor"] or (1, 1)
             out["anchor"] = f"{month:02d}-{day:02d}"
         out["tiers"] = [
-            {"upto": None if t["upto"] is None else str(t["upto"]), "price": str(t["price"])}
+            {"upto": None if t["upto"] is None else _text(t["upto"]), "price": _text(t["price"])}
             for t in tiers
         ]
         return out
@@ -163,7 +168,7 @@ class FlatModel:
     def validate(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Return the normalised body, or raise InvalidInput naming the bad field."""
         data = load(FlatSchema(), body)
-        return {"price": str(data["price"])}
+        return {"price": _text(data["price"])}
 
     def compile(self, body: Mapping[str, Any]) -> GasPrice:
         """Turn a validated body into one open-ended tier without a ladder."""

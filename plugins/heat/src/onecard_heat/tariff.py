@@ -135,7 +135,8 @@ def heated_area(charge: Charge) -> Decimal:
     value = charge.context.get("heated_area")
     if value is None or value == "":
         raise InvalidInput(
-            "heated_area: the heat basic fee is charged by heated area; the account has none",
+            "heated_area: the heat basic fee is charged by heated area and none is given "
+            "(set the heated area of the premises)",
             field="heated_area",
         )
     if isinstance(value, bool) or not isinstance(value, (Decimal, int, str)):
@@ -210,7 +211,9 @@ class TwoPartModel:
             per_gj=per_gj(price, unit),
         )
 
-    def ladder_period(self, priced: HeatPrice, at: dt.datetime) -> None:
+    def ladder_period(
+        self, priced: HeatPrice, at: dt.datetime
+    ) -> tuple[dt.datetime, dt.datetime] | None:
         """Return None: the heat price has no ladder."""
         return None
 
@@ -270,7 +273,9 @@ class AreaOnlyModel:
             basic_rate=Decimal(body["basic_rate"]),
         )
 
-    def ladder_period(self, priced: HeatPrice, at: dt.datetime) -> None:
+    def ladder_period(
+        self, priced: HeatPrice, at: dt.datetime
+    ) -> tuple[dt.datetime, dt.datetime] | None:
         """Return None: nothing is sold by quantity."""
         return None
 

@@ -45,6 +45,11 @@ DEFAULT_LABEL = "water"
 _ID = r"^[a-z][a-z0-9_]{0,31}$"
 
 
+def _text(number: Decimal) -> str:
+    """Write a decimal in plain notation: 180, not 1.8E+2."""
+    return format(number, "f")
+
+
 class ComponentSchema(Schema):
     id = fields.String(
         required=True,
@@ -127,7 +132,7 @@ def _check_steps(steps: list[dict[str, Any]]) -> None:
             if upto is not None:
                 raise refuse(
                     f"steps[{i}].upto",
-                    f"the last step is open-ended (upto: null), not {upto}: no quota ends it",
+                    f"the last step is open-ended (upto: null), not {_text(upto)}",
                 )
         elif upto is None:
             raise refuse(
@@ -137,7 +142,7 @@ def _check_steps(steps: list[dict[str, Any]]) -> None:
         elif previous is not None and upto <= previous:
             raise refuse(
                 f"steps[{i}].upto",
-                f"must be greater than steps[{i - 1}].upto ({previous}), got {upto}",
+                f"must be greater than steps[{i - 1}].upto ({_text(previous)}), got {_text(upto)}",
             )
         previous = upto
 
@@ -172,7 +177,7 @@ def _total(
 
 
 def _component_json(components: list[dict[str, Any]]) -> list[dict[str, str]]:
-    return [{"id": c["id"], "label": c["label"], "price": str(c["price"])} for c in components]
+    return [{"id": c["id"], "label": c["label"], "price": _text(c["price"])} for c in components]
 
 
 def _compile_components(
@@ -250,9 +255,9 @@ class StepsModel:
         out["label"] = data["label"]
         out["steps"] = [
             {
-                "upto": None if s["upto"] is None else str(s["upto"]),
-                "price": str(s["price"]),
-                **({"components": {k: str(v) for k, v in o.items()}} if o else {}),
+                "upto": None if s["upto"] is None else _text(s["upto"]),
+                "price": _text(s["price"]),
+                **({"components": {k: _text(v) for k, v in o.items()}} if o else {}),
             }
             for s, o in zip(steps, overrides, strict=True)
         ]
@@ -311,7 +316,7 @@ class FlatModel:
         if _total(data["price"], components, {}) == 0:
             raise refuse("price", "water must cost something per m³ (price plus components)")
         return {
-            "price": str(data["price"]),
+            "price": _text(data["price"]),
             "label": data["label"],
             "components": _component_json(components),
         }
