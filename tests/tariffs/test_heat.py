@@ -96,7 +96,7 @@ def test_validate_normalises_the_body() -> None:
     out = validate_document(REG, doc)["body"]
     assert out == {
         "season": {"start": "11-15", "end": "03-15"},
-        "basic_rate": "12",
+        "basic_rate": "12.00",  # kept as written
         "heat_price": "0.16",
         "price_unit": "kWh",
     }

@@ -114,7 +114,7 @@ def test_defaults_label_component_label_and_overrides_are_kept_as_text() -> None
     assert body["components"] == [{"id": "sewage", "label": "sewage", "price": "0.90"}]
     assert body["steps"] == [
         {"upto": "10.5", "price": "2"},
-        {"upto": None, "price": "3", "components": {"sewage": "1.2"}},
+        {"upto": None, "price": "3.00", "components": {"sewage": "1.2"}},  # kept as written
     ]
     flat = FlatModel().validate({"price": "25"})
     assert flat == {"price": "25", "label": "water", "components": []}

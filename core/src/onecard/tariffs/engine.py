@@ -283,14 +283,15 @@ def _usage(
     # cut at version changes, then at ladder period ends
     cuts: list[tuple[Version, Any, dt.datetime, dt.datetime, Any]] = []
     first_period = None
-    for v, a, b in schedule.pieces(at, until):
+    for v, a, b in schedule.pieces(at.astimezone(dt.UTC), until.astimezone(dt.UTC)):
         body = v.priced(category)
         cursor = a
         while cursor < b:
             period = v.model.ladder_period(body, cursor.astimezone(v.tz))
             if first_period is None:
                 first_period = period
-            stop = b if period is None or period[1] >= b else period[1]
+            # in UTC, so durations are real elapsed time even across a clock change
+            stop = b if period is None or period[1] >= b else period[1].astimezone(dt.UTC)
             cuts.append((v, body, cursor, stop, period))
             cursor = stop
     if units == 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from onecard import UtilityRegistry, hookimpl
 from onecard_electric.card import LAYOUT
+from onecard_electric.tariff import FlatModel, TieredModel, TieredTouModel, TouModel
 
 __version__ = "0.1.0"
 
@@ -17,3 +18,7 @@ def onecard_register_utilities(registry: UtilityRegistry) -> None:
         unit_decimals=2,
     )
     kind.set_card_layout(LAYOUT)
+    kind.tariffs.add("flat", FlatModel())
+    kind.tariffs.add("tou", TouModel())
+    kind.tariffs.add("tiered", TieredModel())
+    kind.tariffs.add("tiered_tou", TieredTouModel())
