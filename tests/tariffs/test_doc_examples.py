@@ -1,6 +1,6 @@
 """Every worked example in the tariff guide is a test.
 
-A worked example is a fenced ``yaml`` block in ``docs/tariffs.md`` or ``docs/tariffs/*.md`` whose
+A worked example is a fenced ``yaml`` block in ``docs/tariffs.md`` whose
 first line is ``# worked example: <id>``: a ``tariff`` (or ``versions``) and ``quotes``, each a
 ``request`` as ``onecard tariff quote`` takes it and what to ``expect``. Apportionment examples
 (``# worked example: apportionment …``) are checked by ``test_apportion.py``.
@@ -28,9 +28,7 @@ BLOCK = re.compile(r"^```yaml\n(# worked example: (?!apportionment)(.+?)\n.*?)^`
 
 def examples() -> list[tuple[str, str, dict[str, Any]]]:
     found = []
-    for path in [DOCS / "tariffs.md", *sorted((DOCS / "tariffs").glob("*.md"))]:
-        if not path.exists():
-            continue
+    for path in [DOCS / "tariffs.md"]:
         text = path.read_text(encoding="utf-8")
         found += [(path.name, m[2].strip(), yaml.safe_load(m[1])) for m in BLOCK.finditer(text)]
     return found

@@ -69,6 +69,11 @@ class Monthly:
         return any(f.per_m2 is not None for f in self.fees)
 
 
+def plain(value: Decimal) -> str:
+    """Decimal text without an exponent: ``Decimal("3E+3")`` -> ``"3000"``."""
+    return format(value, "f")
+
+
 def month_of(on: dt.date) -> tuple[dt.date, dt.date]:
     """The calendar month holding ``on``: ``[first day, first day of the next month)``."""
     start = on.replace(day=1)
@@ -140,9 +145,9 @@ class MonthlyModel:
             labels[label] = i
             item: dict[str, Any] = {"id": fee["id"], "label": label}
             if has_fixed:
-                item["fixed"] = str(fee["fixed"])
+                item["fixed"] = plain(fee["fixed"])
             else:
-                item["per_m2"] = str(fee["per_m2"])
+                item["per_m2"] = plain(fee["per_m2"])
             out.append(item)
         return {"fees": out}
 
@@ -175,20 +180,29 @@ class MonthlyModel:
         raise InvalidInput("rent is billed in money only: it has no units", field="units")
 
     def fixed(self, priced: Monthly, charge: Charge) -> list[Line]:
-        """The month's fees for the days of ``charge``, prorated by days."""
+        """The month's fees for the days of ``charge``, prorated by days.
+
+        A prorated line's label says the days (``rent · 22/31 days``) and the line carries
+        ``days``, ``period_days`` and ``month``.
+        """
         detail: dict[str, Any] = {}
+        suffix = ""
         if not charge.whole:
-            detail = {"days": charge.days, "period_days": charge.period_days}
+            detail = {
+                "days": charge.days,
+                "period_days": charge.period_days,
+                "month": charge.period_start.strftime("%Y-%m"),
+            }
+            suffix = f" · {charge.days}/{charge.period_days} days"
         lines = []
         with exact():
             for fee in priced.fees:
                 if fee.fixed is not None:
-                    month = fee.fixed
                     lines.append(
                         Line(
                             "fixed",
-                            fee.label,
-                            charge.prorate(month),
+                            fee.label + suffix,
+                            charge.prorate(fee.fixed),
                             price=fee.fixed,
                             component=fee.id,
                             detail=detail,
@@ -197,12 +211,11 @@ class MonthlyModel:
                 else:
                     assert fee.per_m2 is not None
                     area = floor_area(charge.context, fee)
-                    month = area * fee.per_m2
                     lines.append(
                         Line(
                             "fixed",
-                            fee.label,
-                            charge.prorate(month),
+                            fee.label + suffix,
+                            charge.prorate(area * fee.per_m2),
                             quantity=area,
                             unit="m²",
                             price=fee.per_m2,
