@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from decimal import Decimal
 from typing import Any
 
@@ -58,7 +57,7 @@ def tariff_load(files: tuple[str, ...], allow_past: bool, as_json: bool) -> None
                 if hasattr(exc, "message"):
                     exc.message = f"{path}: {exc.message}"
                 raise
-            out.append(_version_out(row))
+            out.extend(docs.describe_versions(session, st.runtime().utilities, [row]))
     cli.emit(
         out,
         as_json,
@@ -79,18 +78,6 @@ def tariff_check(file: str) -> None:
     click.echo(f"ok: {doc['kind']}/{doc['name']} ({doc['model']}) from {doc['effective_from']}")
 
 
-def _version_out(row: Any) -> dict[str, Any]:
-    return {
-        "kind": row.kind,
-        "name": row.name,
-        "version": row.version,
-        "model": row.model,
-        "effective_from": row.effective_from.isoformat(),
-        "note": row.note,
-        "created_at": row.created_at.isoformat() if row.created_at else None,
-    }
-
-
 @tariff_group.command("list")
 @click.option("--kind", help="Only this utility kind.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -98,24 +85,10 @@ def tariff_list(kind: str | None, as_json: bool) -> None:
     """Every version of every tariff, and which is in force now."""
     cli = _cli()
     st = cli.state()
-    now = dt.datetime.now(dt.UTC)
     with st.session() as session:
-        rows = tariffs.list_tariffs(session, kind)
-        out = []
-        for (k, name), group in _groups(rows).items():
-            sched = tariffs.schedule(session, st.runtime().utilities, k, name)
-            try:
-                current = sched.at(now).version
-            except Exception:
-                current = None
-            for row in group:
-                item = _version_out(row)
-                item["state"] = (
-                    "in force"
-                    if row.version == current
-                    else ("scheduled" if row.effective_from > now else "past")
-                )
-                out.append(item)
+        out = docs.describe_versions(
+            session, st.runtime().utilities, tariffs.list_tariffs(session, kind)
+        )
 
     def text(items: list[dict[str, Any]]) -> str:
         if not items:
@@ -127,13 +100,6 @@ def tariff_list(kind: str | None, as_json: bool) -> None:
         )
 
     cli.emit(out, as_json, text)
-
-
-def _groups(rows: list[Any]) -> dict[tuple[str, str], list[Any]]:
-    out: dict[tuple[str, str], list[Any]] = {}
-    for r in rows:
-        out.setdefault((r.kind, r.name), []).append(r)
-    return out
 
 
 @tariff_group.command("show")
@@ -153,8 +119,7 @@ def tariff_show(kind: str, name: str, version: int | None, as_json: bool) -> Non
             rows = [r for r in rows if r.version == version]
             if not rows:
                 cli.fail(f"{kind}/{name} has no version {version}")
-        row = rows[-1]
-        out = {**_version_out(row), "document": row.document}
+        out = docs.describe_versions(session, st.runtime().utilities, rows[-1:], documents=True)[0]
     import yaml
 
     cli.emit(out, as_json, lambda o: yaml.safe_dump(o, allow_unicode=True, sort_keys=False))

@@ -306,3 +306,41 @@ def schedule_from_documents(utilities: UtilityRegistry, documents: list[Any]) ->
         )
     kind, name = names.pop()
     return Schedule(kind=utilities.get(kind), name=name, versions=versions)
+
+
+def describe_versions(
+    session: Session,
+    utilities: UtilityRegistry,
+    rows: list[Tariff],
+    *,
+    now: dt.datetime | None = None,
+    documents: bool = False,
+) -> list[dict[str, Any]]:
+    """Versions as plain data, each marked ``in force``, ``scheduled`` or ``past`` at ``now``."""
+    now = now or utcnow()
+    current: dict[tuple[str, str], int | None] = {}
+    out = []
+    for row in rows:
+        key = (row.kind, row.name)
+        if key not in current:
+            try:
+                current[key] = schedule(session, utilities, row.kind, row.name).at(now).version
+            except NotFound:
+                current[key] = None
+        if row.version == current[key]:
+            state = "in force"
+        else:
+            state = "scheduled" if row.effective_from > now else "past"
+        item: dict[str, Any] = {
+            "kind": row.kind,
+            "name": row.name,
+            "version": row.version,
+            "model": row.model,
+            "effective_from": row.effective_from.isoformat(),
+            "note": row.note,
+            "state": state,
+        }
+        if documents:
+            item["document"] = row.document
+        out.append(item)
+    return out

@@ -13,9 +13,10 @@ from flask.typing import ResponseReturnValue
 
 from onecard import tariffs
 from onecard.errors import InvalidInput, NotFound
-from onecard.models import Customer, Meter, Premises, Tariff, utcnow
+from onecard.models import Customer, Meter, Premises, Tariff
 from onecard.tariffs import meters as tm
 from onecard.tariffs import requests as rq
+from onecard.tariffs.documents import describe_versions
 from onecard.web import auth, db, runtime
 from onecard.web.api import body, json_only
 
@@ -23,40 +24,8 @@ tariff_api = Blueprint("tariff_api", __name__, url_prefix="/api/v1")
 tariff_api.before_request(json_only)
 
 
-def version_out(row: Tariff, state: str | None = None) -> dict[str, Any]:
-    out = {
-        "kind": row.kind,
-        "name": row.name,
-        "version": row.version,
-        "model": row.model,
-        "effective_from": row.effective_from.isoformat(),
-        "note": row.note,
-        "document": row.document,
-    }
-    if state:
-        out["state"] = state
-    return out
-
-
-def _states(rows: list[Tariff]) -> list[dict[str, Any]]:
-    now = utcnow()
-    out = []
-    groups: dict[tuple[str, str], list[Tariff]] = {}
-    for r in rows:
-        groups.setdefault((r.kind, r.name), []).append(r)
-    for (kind, name), group in groups.items():
-        sched = tariffs.schedule(db(), runtime().utilities, kind, name)
-        try:
-            current = sched.at(now).version
-        except NotFound:
-            current = None
-        for r in group:
-            if r.version == current:
-                state = "in force"
-            else:
-                state = "scheduled" if r.effective_from > now else "past"
-            out.append(version_out(r, state))
-    return out
+def _versions(rows: list[Tariff]) -> list[dict[str, Any]]:
+    return describe_versions(db(), runtime().utilities, rows, documents=True)
 
 
 @tariff_api.get("/tariffs")
@@ -65,7 +34,7 @@ def list_tariffs() -> ResponseReturnValue:
     or past."""
     auth.current_operator()
     kind = request.args.get("kind") or None
-    return jsonify({"tariffs": _states(tariffs.list_tariffs(db(), kind))}), 200
+    return jsonify({"tariffs": _versions(tariffs.list_tariffs(db(), kind))}), 200
 
 
 @tariff_api.get("/tariffs/<kind>/<name>")
@@ -75,7 +44,7 @@ def get_tariff(kind: str, name: str) -> ResponseReturnValue:
     rows = [r for r in tariffs.list_tariffs(db(), kind) if r.name == name]
     if not rows:
         tariffs.schedule(db(), runtime().utilities, kind, name)  # NotFound with the known names
-    return jsonify({"versions": _states(rows)}), 200
+    return jsonify({"versions": _versions(rows)}), 200
 
 
 @tariff_api.post("/tariffs")
@@ -89,7 +58,7 @@ def add_tariff() -> ResponseReturnValue:
         db(), auth.actor(), runtime().utilities, body(), allow_past=allow_past
     )
     db().commit()
-    return jsonify(version_out(row)), 201
+    return jsonify(_versions([row])[0]), 201
 
 
 @tariff_api.post("/tariffs/check")
