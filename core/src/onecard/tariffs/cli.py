@@ -243,7 +243,7 @@ def format_quote(q: Quote) -> str:
     head = f"{q.kind}/{q.tariff} v{','.join(map(str, q.versions))}"
     if q.category:
         head += f" · {q.category}"
-    out = [head, f"at {q.at.isoformat()}" + (f" until {q.until.isoformat()}" if q.until else "")]
+    out = [head, f"at {q.local(q.at)}" + (f" until {q.local(q.until)}" if q.until else "")]
     if q.unit and q.used_before:
         out.append(f"used this period before: {to_quantity(q.used_before, q.decimals)} {q.unit}")
     for ln in q.lines:

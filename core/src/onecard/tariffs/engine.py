@@ -176,6 +176,10 @@ class Quote:
     paid: int | None = None
     used_before: int = 0
     period: tuple[dt.datetime, dt.datetime] | None = None
+    tz: dt.tzinfo = dt.UTC  # the tariff's time zone, for showing times
+
+    def local(self, when: dt.datetime) -> str:
+        return when.astimezone(self.tz).isoformat()
 
     @property
     def credit(self) -> int:
@@ -198,8 +202,8 @@ class Quote:
             "category": self.category,
             "versions": self.versions,
             "direction": self.direction,
-            "at": self.at.isoformat(),
-            "until": self.until.isoformat() if self.until else None,
+            "at": self.local(self.at),
+            "until": self.local(self.until) if self.until else None,
             "units": self.units,
             "quantity": str(self.quantity) if self.unit else None,
             "unit": self.unit,
@@ -403,6 +407,7 @@ def quote_units(
         until=until,
         used_before=position.used,
         period=period,
+        tz=schedule.versions[-1].tz,
     )
 
 
@@ -503,4 +508,5 @@ def quote_fixed(
         lines=lines,
         versions=sorted(versions),
         at=dt.datetime.combine(on, dt.time(0), tz),
+        tz=tz,
     )
