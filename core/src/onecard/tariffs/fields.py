@@ -157,3 +157,35 @@ def load(schema: Schema, data: Any, path: str = "") -> Any:
 def refuse(field: str, message: str) -> InvalidInput:
     """An InvalidInput for a rule no single field checks (overlaps, gaps, order)."""
     return InvalidInput(f"{field}: {message}", field=field)
+
+
+def plain(number: Decimal) -> str:
+    """A decimal in plain notation, as a document keeps it: ``180``, not ``1.8E+2``."""
+    return format(number, "f")
+
+
+def check_bounds(items: list[Any], name: str, noun: str, unit: str) -> None:
+    """Refuse ladder bounds out of order: each ``upto`` (cumulative ``unit``) above the one before,
+    only the last open-ended (``upto: null``). ``name`` is the list's field, ``noun`` one item."""
+    last = len(items) - 1
+    previous: Decimal | None = None
+    for i, item in enumerate(items):
+        upto = item["upto"]
+        if i == last:
+            if upto is not None:
+                raise refuse(
+                    f"{name}[{i}].upto",
+                    f"the last {noun} is open-ended (upto: null), not {plain(upto)}",
+                )
+        elif upto is None:
+            raise refuse(
+                f"{name}[{i}].upto",
+                f"only the last {noun} is open-ended; give the cumulative {unit} where this "
+                f"{noun} ends",
+            )
+        elif previous is not None and upto <= previous:
+            raise refuse(
+                f"{name}[{i}].upto",
+                f"must be greater than {name}[{i - 1}].upto ({plain(previous)}), got {plain(upto)}",
+            )
+        previous = upto

@@ -26,12 +26,7 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 
 from onecard.pricing import Charge, Line, Usage, calendar_period, exact, ladder
-from onecard.tariffs.fields import Exact, MonthDay, load, refuse
-
-
-def _text(number: Decimal) -> str:
-    """Write a decimal in plain notation: 180, not 1.8E+2."""
-    return format(number, "f")
+from onecard.tariffs.fields import Exact, MonthDay, check_bounds, load, plain, refuse
 
 
 class TierSchema(Schema):
@@ -63,27 +58,8 @@ def _check_tiers(tiers: list[dict[str, Any]]) -> None:
     """Refuse no tiers, bounds out of order, or a last tier that is not open-ended."""
     if not tiers:
         raise refuse("tiers", "give at least one tier")
+    check_bounds(tiers, "tiers", "tier", "m³")
     last = len(tiers) - 1
-    previous: Decimal | None = None
-    for i, tier in enumerate(tiers):
-        upto = tier["upto"]
-        if i == last:
-            if upto is not None:
-                raise refuse(
-                    f"tiers[{i}].upto",
-                    f"the last tier is open-ended (upto: null), not {_text(upto)}",
-                )
-        elif upto is None:
-            raise refuse(
-                f"tiers[{i}].upto",
-                "only the last tier is open-ended; give the cumulative m³ where this tier ends",
-            )
-        elif previous is not None and upto <= previous:
-            raise refuse(
-                f"tiers[{i}].upto",
-                f"must be greater than tiers[{i - 1}].upto ({_text(previous)}), got {_text(upto)}",
-            )
-        previous = upto
     if tiers[last]["price"] == 0:
         raise refuse(f"tiers[{last}].price", "the open-ended last tier must cost something per m³")
 
@@ -124,7 +100,7 @@ class TieredModel:
             month, day = data["anchor"] or (1, 1)
             out["anchor"] = f"{month:02d}-{day:02d}"
         out["tiers"] = [
-            {"upto": None if t["upto"] is None else _text(t["upto"]), "price": _text(t["price"])}
+            {"upto": None if t["upto"] is None else plain(t["upto"]), "price": plain(t["price"])}
             for t in tiers
         ]
         return out
@@ -168,7 +144,7 @@ class FlatModel:
     def validate(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Return the normalised body, or raise InvalidInput naming the bad field."""
         data = load(FlatSchema(), body)
-        return {"price": _text(data["price"])}
+        return {"price": plain(data["price"])}
 
     def compile(self, body: Mapping[str, Any]) -> GasPrice:
         """Turn a validated body into one open-ended tier without a ladder."""

@@ -37,17 +37,12 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate
 
 from onecard.pricing import Charge, Line, Usage, calendar_period, exact, ladder
-from onecard.tariffs.fields import Exact, MonthDay, load, refuse
+from onecard.tariffs.fields import Exact, MonthDay, check_bounds, load, plain, refuse
 
 MIN_STEPS = 1
 MAX_STEPS = 6
 DEFAULT_LABEL = "water"
 _ID = r"^[a-z][a-z0-9_]{0,31}$"
-
-
-def _text(number: Decimal) -> str:
-    """Write a decimal in plain notation: 180, not 1.8E+2."""
-    return format(number, "f")
 
 
 class ComponentSchema(Schema):
@@ -124,27 +119,7 @@ def _check_steps(steps: list[dict[str, Any]]) -> None:
     """Refuse a wrong number of steps, bounds out of order, or an end that is not open."""
     if not MIN_STEPS <= len(steps) <= MAX_STEPS:
         raise refuse("steps", f"a water tariff has one to six steps, got {len(steps)}")
-    last = len(steps) - 1
-    previous: Decimal | None = None
-    for i, step in enumerate(steps):
-        upto = step["upto"]
-        if i == last:
-            if upto is not None:
-                raise refuse(
-                    f"steps[{i}].upto",
-                    f"the last step is open-ended (upto: null), not {_text(upto)}",
-                )
-        elif upto is None:
-            raise refuse(
-                f"steps[{i}].upto",
-                "only the last step is open-ended; give the cumulative m³ where this step ends",
-            )
-        elif previous is not None and upto <= previous:
-            raise refuse(
-                f"steps[{i}].upto",
-                f"must be greater than steps[{i - 1}].upto ({_text(previous)}), got {_text(upto)}",
-            )
-        previous = upto
+    check_bounds(steps, "steps", "step", "m³")
 
 
 def _overrides(
@@ -177,7 +152,7 @@ def _total(
 
 
 def _component_json(components: list[dict[str, Any]]) -> list[dict[str, str]]:
-    return [{"id": c["id"], "label": c["label"], "price": _text(c["price"])} for c in components]
+    return [{"id": c["id"], "label": c["label"], "price": plain(c["price"])} for c in components]
 
 
 def _compile_components(
@@ -255,9 +230,9 @@ class StepsModel:
         out["label"] = data["label"]
         out["steps"] = [
             {
-                "upto": None if s["upto"] is None else _text(s["upto"]),
-                "price": _text(s["price"]),
-                **({"components": {k: _text(v) for k, v in o.items()}} if o else {}),
+                "upto": None if s["upto"] is None else plain(s["upto"]),
+                "price": plain(s["price"]),
+                **({"components": {k: plain(v) for k, v in o.items()}} if o else {}),
             }
             for s, o in zip(steps, overrides, strict=True)
         ]
@@ -316,7 +291,7 @@ class FlatModel:
         if _total(data["price"], components, {}) == 0:
             raise refuse("price", "water must cost something per m³ (price plus components)")
         return {
-            "price": _text(data["price"]),
+            "price": plain(data["price"]),
             "label": data["label"],
             "components": _component_json(components),
         }
