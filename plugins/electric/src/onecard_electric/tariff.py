@@ -32,7 +32,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from onecard.errors import InvalidInput
 from onecard.pricing import Charge, Line, Usage, calendar_period, exact, ladder
-from onecard.tariffs.fields import Exact, LocalDate, MonthDay, load, refuse
+from onecard.tariffs.fields import Exact, LocalDate, MonthDay, load, plain, refuse
 
 DAY = 24 * 60
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -305,10 +305,6 @@ class TieredTou:
 # Validation helpers -----------------------------------------------------------------------------
 
 
-def _text(value: Decimal) -> str:
-    return format(value, "f")
-
-
 def _plain(value: Decimal) -> Decimal:
     """``Decimal("3.12E+3")`` -> ``Decimal("3120")``: whole numbers without an exponent."""
     return value.quantize(Decimal(1)) if value == value.to_integral_value() else value
@@ -393,7 +389,7 @@ def _bands(raw: Mapping[str, Any], *, price_required: bool) -> tuple[list[Band],
         bands.append(Band(name, label, price))
         normal[name] = {}
         if price is not None:
-            normal[name]["price"] = _text(price)
+            normal[name]["price"] = plain(price)
         if "label" in loaded:
             normal[name]["label"] = loaded["label"]
     return bands, normal
@@ -603,7 +599,7 @@ def _ladder(
 
 
 def _upto(value: Decimal | None) -> str | None:
-    return None if value is None else _text(value)
+    return None if value is None else plain(value)
 
 
 def _energy(
@@ -644,7 +640,7 @@ class FlatModel(_Model):
 
     def _load(self, body: Mapping[str, Any]) -> tuple[Flat, dict[str, Any]]:
         loaded = _load(_FlatSchema(), body)
-        return Flat(loaded["price"]), {"price": _text(loaded["price"])}
+        return Flat(loaded["price"]), {"price": plain(loaded["price"])}
 
     def validate(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Return the normalised body, or raise InvalidInput naming the bad field."""
@@ -705,7 +701,7 @@ class TieredModel(_Model):
     def _load(self, body: Mapping[str, Any]) -> tuple[Tiered, dict[str, Any]]:
         loaded = _load(_TieredSchema(), body)
         lad, tiers, normal = _ladder(loaded, loaded["tiers"], _TierSchema)
-        normal["tiers"] = [{"upto": _upto(t["upto"]), "price": _text(t["price"])} for t in tiers]
+        normal["tiers"] = [{"upto": _upto(t["upto"]), "price": plain(t["price"])} for t in tiers]
         return Tiered(lad, tuple(t["price"] for t in tiers)), normal
 
     def validate(self, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -762,7 +758,7 @@ class TieredTouModel(_Model):
                 markup: Decimal = tier["markup"]
                 with exact():
                     prices.append({b.name: (b.price or Decimal(0)) + markup for b in clock.bands})
-                out["markup"] = _text(tier["markup"])
+                out["markup"] = plain(tier["markup"])
             else:
                 table: dict[str, Decimal] = {}
                 for band, raw_price in tier["prices"].items():
@@ -776,7 +772,7 @@ class TieredTouModel(_Model):
                 if missing:
                     raise refuse(f"{path}.prices", f"no price for band {', '.join(missing)}")
                 prices.append({n: table[n] for n in names})
-                out["prices"] = {n: _text(table[n]) for n in names}
+                out["prices"] = {n: plain(table[n]) for n in names}
             tiers_out.append(out)
         if marked is None:
             for band in clock.bands:

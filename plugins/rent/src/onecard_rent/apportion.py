@@ -45,7 +45,7 @@ from onecard.money import format_fen
 from onecard.offices import get_office, office_and_descendants
 from onecard.pricing import to_quantity
 from onecard.tariffs.engine import line_dict, quote_units
-from onecard.tariffs.fields import Exact, LocalDate, load, refuse
+from onecard.tariffs.fields import Exact, LocalDate, load, plain, refuse
 from onecard.tariffs.meters import (
     consumption,
     customer_category,
@@ -53,7 +53,6 @@ from onecard.tariffs.meters import (
     meter_schedule,
 )
 from onecard.utility import UtilityRegistry
-from onecard_rent.tariff import plain
 
 RULES = ("area", "consumption", "fixed")
 WHAT = "apportionment"

@@ -19,7 +19,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from onecard.errors import InvalidInput
 from onecard.pricing import Charge, Line, Usage, exact
-from onecard.tariffs.fields import Exact, load, refuse
+from onecard.tariffs.fields import Exact, load, plain, refuse
 
 _FEE_ID = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 MAX_FEES = 20
@@ -67,11 +67,6 @@ class Monthly:
     @property
     def needs_area(self) -> bool:
         return any(f.per_m2 is not None for f in self.fees)
-
-
-def plain(value: Decimal) -> str:
-    """Decimal text without an exponent: ``Decimal("3E+3")`` -> ``"3000"``."""
-    return format(value, "f")
 
 
 def month_of(on: dt.date) -> tuple[dt.date, dt.date]:
