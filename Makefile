@@ -9,7 +9,7 @@ PORT ?= 8000
 DEMO_INSTANCE ?= instance-demo
 PACKAGE_FILES := requirements-dev.txt constraints.txt core/pyproject.toml $(wildcard plugins/*/pyproject.toml) scripts/install-system-deps.sh
 
-.PHONY: install demo test lint format typecheck pytest bench postgres clean
+.PHONY: install demo test lint format typecheck pytest bench postgres clean i18n
 
 ## install: system packages (apt, as root on Debian) and .venv with the core and all plugins, editable
 install: $(STAMP)
@@ -44,6 +44,10 @@ typecheck: install
 
 pytest: install
 	$(BIN)/python -m pytest
+
+## i18n: merge the console's Chinese translation parts and compile the catalog
+i18n: install
+	$(BIN)/python -m onecard.console.catalog
 
 ## bench: every benchmark under bench/, each ending with a RESULT line
 bench: install postgres

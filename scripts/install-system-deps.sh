@@ -14,6 +14,12 @@ command -v swig >/dev/null || missing+=(swig)
 command -v pcscd >/dev/null || [ -x /usr/sbin/pcscd ] || missing+=(pcscd)
 [ -e /usr/lib/pcsc/drivers/serial/libifdvpcd.so ] || missing+=(vsmartcard-vpcd)
 command -v pcsc_scan >/dev/null || missing+=(pcsc-tools)
+# The console: receipts are PDFs made by weasyprint (pango) with a CJK font, looked at as PNG with
+# pdftoppm (poppler-utils); the browser tests drive Debian's chromium with Playwright.
+ldconfig -p 2>/dev/null | grep -q libpangoft2-1.0.so.0 || missing+=(libpango-1.0-0 libpangoft2-1.0-0)
+ls /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc >/dev/null 2>&1 || missing+=(fonts-noto-cjk)
+command -v pdftoppm >/dev/null || missing+=(poppler-utils)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

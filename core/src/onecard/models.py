@@ -446,6 +446,33 @@ class BillingRun(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class Receipt(Base):
+    """A printed receipt: what the customer was given, kept as written for reprints.
+
+    ``number`` is unique across the installation (``<office code>-<yyyymmdd>-<id>``). ``kind``
+    says what it is for: ``sale`` (a card sale; ``sale_key`` names it), ``settlement`` (an
+    account closed with a refund or a collection), ``refund``, ``fee``. ``data`` is the receipt's
+    content as plain data (see :mod:`onecard.receipts`); a reprint renders the same data again.
+    """
+
+    __tablename__ = "receipts"
+    __table_args__ = (
+        CheckConstraint("kind IN ('sale', 'settlement', 'refund', 'fee', 'cancel')", name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    number: Mapped[str] = mapped_column(String(48), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    office_id: Mapped[int] = mapped_column(ForeignKey("offices.id"), index=True)
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id"))
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    sale_key: Mapped[str | None] = mapped_column(String(100), unique=True)
+    total: Mapped[int] = mapped_column(Money)
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    reprints: Mapped[int] = mapped_column(Integer, default=0)
+
+
 # The ledger -------------------------------------------------------------------------------------
 
 

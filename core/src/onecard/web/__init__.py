@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from types import ModuleType
 from typing import Any
 
-from flask import Flask, current_app, g, jsonify
+from flask import Flask, current_app, g, jsonify, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -72,7 +72,10 @@ def create_app(
 
     @app.get("/")
     def index() -> ResponseReturnValue:
-        """Say what this server is and where its parts are."""
+        """A browser goes to the console; a program learns what this server is and where its
+        parts are."""
+        if request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html":
+            return redirect(url_for("dashboard.index"))
         return jsonify(
             {
                 "name": "onecard",
@@ -80,6 +83,7 @@ def create_app(
                 "health": "/healthz",
                 "api": "/api/v1",
                 "login": "POST /api/v1/session",
+                "console": "/console/",
             }
         )
 
@@ -91,6 +95,10 @@ def create_app(
     app.register_blueprint(card_api)
     app.register_blueprint(tariff_api)
     register_error_handlers(app)
+    from onecard.console import init_console
+
+    app.config["ONECARD_LAB"] = bool((config or {}).get("lab", False))
+    init_console(app)
     return app
 
 

@@ -1,0 +1,126 @@
+"""Console fixtures: an app on SQLite with the test world, operators of every role, card keys,
+and an in-process card reader (``ONECARD_READER_FACTORY``) holding whatever card a test puts on
+it. The browser tests (``tests/console/test_browser_*.py``) use the real PC/SC path instead."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cardkit import ACTOR, KEK, direct
+from conftest import BUILTIN_PLUGINS, World, build_world
+from flask import Flask
+from flask.testing import FlaskClient
+
+from onecard import operators as ops
+from onecard.card.emulator import MifareClassicCard
+from onecard.card.reader import MifareReader
+from onecard.errors import NoCard
+from onecard.runtime import Runtime
+from onecard.web import EXTENSION, create_app
+
+PASSWORDS = {
+    "boss": "boss-pass-1",
+    "east": "east-pass-1",
+    "west": "west-pass-1",
+    "audit": "audit-pass-1",
+    "mgr": "mgr-pass-1",
+}
+ROLES = [
+    ("boss", "administrator", None),
+    ("east", "cashier", "E01"),
+    ("west", "cashier", "W01"),
+    ("audit", "auditor", "GRP"),
+    ("mgr", "manager", "E01"),
+]
+
+
+@dataclass
+class Desk:
+    """The in-process reader of the console tests: put a card on it, take it away."""
+
+    card: MifareClassicCard | None = None
+    opened: list[str | None] = field(default_factory=list)
+
+    @contextmanager
+    def open(self, name: str | None) -> Iterator[MifareReader]:
+        self.opened.append(name)
+        if self.card is None:
+            raise NoCard("no card on the reader: put the card on it")
+        yield direct(self.card)
+
+
+@pytest.fixture
+def reader() -> Desk:
+    return Desk()
+
+
+@pytest.fixture
+def app(
+    sqlite_url: str, tmp_path: Path, reader: Desk, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Flask]:
+    monkeypatch.setenv("ONECARD_KEK", KEK.hex())
+    flask_app = create_app(
+        {"database_url": sqlite_url, "instance_path": tmp_path / "instance"},
+        plugins=BUILTIN_PLUGINS,
+    )
+    flask_app.config["ONECARD_READER_FACTORY"] = reader.open
+    flask_app.config["ONECARD_READER_NAMES"] = ["Test reader 0", "Test reader 1"]
+    rt: Runtime = flask_app.extensions[EXTENSION]
+    with rt.sessions() as s, s.begin():
+        flask_app.config["WORLD"] = build_world(s, rt.plugins)
+        for name, role, office in ROLES:
+            ops.create_operator(
+                s,
+                ACTOR,
+                username=name,
+                password=PASSWORDS[name],
+                full_name=name.title(),
+                roles=[(role, office)],
+            )
+    from cardkit import keyed_site
+
+    keyed_site(rt.sessions)
+    yield flask_app
+    rt.close()
+
+
+@pytest.fixture
+def world(app: Flask) -> World:
+    w: World = app.config["WORLD"]
+    return w
+
+
+CSRF = re.compile(r'name="csrf-token" content="([^"]+)"')
+
+
+def csrf_of(client: FlaskClient, path: str = "/console/login") -> str:
+    """The session's CSRF token, read from a page's meta tag."""
+    page = client.get(path)
+    found = CSRF.search(page.get_data(as_text=True))
+    assert found, f"no CSRF token on {path}"
+    return found.group(1)
+
+
+def login(app: Flask, who: str, lang: str = "en") -> FlaskClient:
+    """A client logged in to the console as ``who`` (English unless ``lang``)."""
+    client = app.test_client()
+    client.get(f"/console/language/{lang}")
+    token = csrf_of(client)
+    r = client.post(
+        "/console/login",
+        data={"username": who, "password": PASSWORDS[who], "csrf_token": token},
+    )
+    assert r.status_code == 302, r.get_data(as_text=True)
+    return client
+
+
+def post(client: FlaskClient, path: str, data: dict[str, Any] | None = None, **kw: Any) -> Any:
+    """POST a console form with the session's CSRF token."""
+    token = csrf_of(client, "/console/")
+    return client.post(path, data={"csrf_token": token, **(data or {})}, **kw)
