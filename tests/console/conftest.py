@@ -4,7 +4,9 @@ it. The browser tests (``tests/console/test_browser_*.py``) use the real PC/SC p
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -124,3 +126,133 @@ def post(client: FlaskClient, path: str, data: dict[str, Any] | None = None, **k
     """POST a console form with the session's CSRF token."""
     token = csrf_of(client, "/console/")
     return client.post(path, data={"csrf_token": token, **(data or {})}, **kw)
+
+
+# The browser tests: a live server and headless Chromium driven by Playwright --------------------
+
+BROWSER_ENABLED = os.environ.get("ONECARD_TEST_BROWSER", "1") != "0"
+CHROMIUM = os.environ.get("ONECARD_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+class LiveServer:
+    """The app served by werkzeug on a free loopback port, in a thread."""
+
+    def __init__(self, flask_app: Flask) -> None:
+        from werkzeug.serving import make_server
+
+        self.app = flask_app
+        self.server = make_server("127.0.0.1", 0, flask_app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """Headless Debian Chromium under Playwright (never a downloaded browser)."""
+    if not BROWSER_ENABLED:
+        pytest.skip("ONECARD_TEST_BROWSER=0: browser tests not run")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            f"the browser tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium; "
+            "'make install' installs it), or skip them with ONECARD_TEST_BROWSER=0",
+            pytrace=False,
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def live_app(
+    sqlite_url: str, tmp_path: Path, pcscd_service: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Flask]:
+    """The app on the real card path: its reader is the first virtual (vpcd) reader."""
+    monkeypatch.setenv("ONECARD_KEK", KEK.hex())
+    counter_reader = pcscd_service.reader_names()[0]
+    flask_app = create_app(
+        {
+            "database_url": sqlite_url,
+            "instance_path": tmp_path / "instance",
+            "reader": counter_reader,
+        },
+        plugins=BUILTIN_PLUGINS,
+    )
+    rt: Runtime = flask_app.extensions[EXTENSION]
+    with rt.sessions() as s, s.begin():
+        flask_app.config["WORLD"] = build_world(s, rt.plugins)
+        for name, role, office in ROLES:
+            ops.create_operator(
+                s,
+                ACTOR,
+                username=name,
+                password=PASSWORDS[name],
+                full_name=name.title(),
+                roles=[(role, office)],
+            )
+    from cardkit import keyed_site
+
+    keyed_site(rt.sessions)
+    yield flask_app
+    rt.close()
+
+
+@pytest.fixture
+def live(live_app: Flask) -> Iterator[LiveServer]:
+    server = LiveServer(live_app)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def page(chromium: Any, live: LiveServer) -> Iterator[Any]:
+    """A fresh browser context (no cookies) on the live server, 1280x900."""
+    context = chromium.new_context(
+        base_url=live.url, viewport={"width": 1280, "height": 900}, accept_downloads=True
+    )
+    context.set_default_timeout(15_000)
+    tab = context.new_page()
+    try:
+        yield tab
+    finally:
+        context.close()
+
+
+def browser_login(page: Any, who: str, lang: str = "en") -> None:
+    """Log in through the login page, in ``lang``."""
+    page.goto(f"/console/language/{lang}?next=/console/login")
+    page.goto("/console/login")
+    page.fill("#username", who)
+    page.fill("#password", PASSWORDS[who])
+    page.press("#password", "Enter")
+    page.wait_for_url("**/console/**")
+    assert "/console/login" not in page.url, page.content()
+
+
+SCREENSHOTS = os.environ.get("ONECARD_SCREENSHOTS")
+
+
+def screenshot(page: Any, name: str) -> None:
+    """Save a screenshot for the docs when ``ONECARD_SCREENSHOTS`` names a folder."""
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=True)

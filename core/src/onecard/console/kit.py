@@ -298,6 +298,9 @@ def register_error_pages(bp: Blueprint) -> None:
         if session_ is not None:
             session_.rollback()
             session_.close()
+        # the error page shows who is logged in: load them again in a fresh session
+        g.pop("operator", None)
+        g.pop("grants", None)
 
     @bp.errorhandler(AuthenticationFailed)
     def login_again(exc: AuthenticationFailed) -> ResponseReturnValue:
