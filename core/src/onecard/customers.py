@@ -75,8 +75,12 @@ def open_account(
     meters: Sequence[MeterSpec] = (),
     shared_wallet: bool = False,
     number: str | None = None,
+    key: str | None = None,
 ) -> Customer:
-    """Open an account (开户): customer, premises, its meters, and a wallet for each meter."""
+    """Open an account (开户): customer, premises, its meters, and a wallet for each meter.
+
+    ``key`` (a console form's key) is kept in the audit event: :func:`opened_with` finds the
+    account a form already opened, so a double submit opens one account."""
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput("name must not be empty", field="name")
     if phone and not _PHONE.match(phone):
@@ -186,11 +190,26 @@ def open_account(
         actor,
         "customer.open",
         [f"customer:{customer.id}", *(f"meter:{m.kind}:{m.serial}" for m in meters)],
-        detail={"number": customer.number, "meters": len(meters)},
+        detail={"number": customer.number, "meters": len(meters)} | ({"key": key} if key else {}),
         office_id=home.id,
         customer_id=customer.id,
     )
     return customer
+
+
+def opened_with(session: Session, key: str) -> Customer | None:
+    """The customer whose opening recorded the form key ``key``, if any."""
+    from onecard.models import AuditEvent
+
+    for event in session.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.action == "customer.open", AuditEvent.customer_id.is_not(None))
+        .order_by(AuditEvent.id.desc())
+        .limit(500)
+    ):
+        if event.detail.get("key") == key and event.customer_id is not None:
+            return session.get(Customer, event.customer_id)
+    return None
 
 
 def get_customer(session: Session, number: str) -> Customer:
@@ -222,20 +241,25 @@ def find_meter(session: Session, serial: str, kind: str | None = None) -> Meter:
 def search_customers(
     session: Session, text: str, office_ids: frozenset[int] | None, limit: int = 50
 ) -> list[Customer]:
-    """Customers whose name, number, phone, meter serial, building or unit matches ``text``."""
-    like = f"%{text}%"
+    """Customers whose name, number, phone, card number (UID), meter serial, building or unit
+    contains ``text`` (case-insensitive for card numbers), in ``office_ids`` (None: all)."""
+    text = text.strip()
+    if not text:
+        return []
     stmt = (
         select(Customer)
         .outerjoin(Premises, Premises.customer_id == Customer.id)
         .outerjoin(Meter, Meter.premises_id == Premises.id)
+        .outerjoin(Card, Card.customer_id == Customer.id)
         .where(
             or_(
-                Customer.name.like(like),
-                Customer.number.like(like),
-                Customer.phone.like(like),
-                Meter.serial.like(like),
-                Premises.building.like(like),
-                Premises.unit.like(like),
+                Customer.name.contains(text, autoescape=True),
+                Customer.number.contains(text, autoescape=True),
+                Customer.phone.contains(text, autoescape=True),
+                Card.uid.contains(text.upper(), autoescape=True),
+                Meter.serial.contains(text, autoescape=True),
+                Premises.building.contains(text, autoescape=True),
+                Premises.unit.contains(text, autoescape=True),
             )
         )
         .distinct()
@@ -245,6 +269,35 @@ def search_customers(
     if office_ids is not None:
         stmt = stmt.where(Customer.office_id.in_(office_ids))
     return list(session.execute(stmt).scalars())
+
+
+def exact_customer(
+    session: Session, text: str, office_ids: frozenset[int] | None
+) -> Customer | None:
+    """The one customer whose number, phone, card number or meter serial is exactly ``text``."""
+    text = text.strip()
+    if not text:
+        return None
+    stmt = (
+        select(Customer)
+        .outerjoin(Premises, Premises.customer_id == Customer.id)
+        .outerjoin(Meter, Meter.premises_id == Premises.id)
+        .outerjoin(Card, Card.customer_id == Customer.id)
+        .where(
+            or_(
+                Customer.number == text,
+                Customer.phone == text,
+                Card.uid == text.upper(),
+                Meter.serial == text,
+            )
+        )
+        .distinct()
+        .limit(2)
+    )
+    if office_ids is not None:
+        stmt = stmt.where(Customer.office_id.in_(office_ids))
+    found = list(session.execute(stmt).scalars())
+    return found[0] if len(found) == 1 else None
 
 
 def customer_summary(session: Session, customer: Customer, *, history: int = 20) -> dict[str, Any]:
@@ -314,4 +367,128 @@ def customer_summary(session: Session, customer: Customer, *, history: int = 20)
             {"seq": t.seq, "kind": t.kind, "key": t.idempotency_key, "at": t.created_at.isoformat()}
             for t in txns
         ],
+    }
+
+
+def customer_file(session: Session, customer: Customer, *, history: int = 30) -> dict[str, Any]:
+    """What the customer page shows, as rows of the models (for one request's templates).
+
+    ``meters`` (in use) and ``removed`` are ``{"meter", "premises", "wallet", "balance_fen",
+    "reading"}`` with the newest reading; ``transactions`` are ``{"txn", "amount_fen"}`` with the
+    net effect on the customer's wallets (credit in positive) and arrears.
+    """
+    from onecard.models import CardPurchase, LedgerPosting, MeterReading, Receipt
+
+    premises = list(
+        session.scalars(
+            select(Premises).where(Premises.customer_id == customer.id).order_by(Premises.id)
+        )
+    )
+    owned = {
+        a.id: a
+        for a in session.scalars(
+            select(LedgerAccount)
+            .where(LedgerAccount.customer_id == customer.id)
+            .order_by(LedgerAccount.id)
+        )
+    }
+    by_meter = {a.meter_id: a for a in owned.values() if a.meter_id is not None}
+    meters: list[dict[str, Any]] = []
+    removed: list[dict[str, Any]] = []
+    for p in premises:
+        for m in session.scalars(select(Meter).where(Meter.premises_id == p.id).order_by(Meter.id)):
+            wallet = by_meter.get(m.id)
+            reading = session.scalar(
+                select(MeterReading)
+                .where(MeterReading.meter_id == m.id)
+                .order_by(MeterReading.taken_at.desc(), MeterReading.id.desc())
+                .limit(1)
+            )
+            row = {
+                "meter": m,
+                "premises": p,
+                "wallet": wallet.code if wallet else None,
+                "balance_fen": acc.natural_balance(wallet) if wallet else None,
+                "reading": reading,
+            }
+            (removed if m.state == "removed" else meters).append(row)
+    shared = next((a for a in owned.values() if a.purpose == "shared_wallet"), None)
+    owes = next((a for a in owned.values() if a.purpose == "arrears"), None)
+    cards = list(
+        session.scalars(
+            select(Card).where(Card.customer_id == customer.id).order_by(Card.id.desc())
+        )
+    )
+    purchases = list(
+        session.scalars(
+            select(CardPurchase)
+            .where(CardPurchase.customer_id == customer.id)
+            .order_by(CardPurchase.id.desc())
+            .limit(history)
+        )
+    )
+    txns = list(
+        session.scalars(
+            select(LedgerTransaction)
+            .where(LedgerTransaction.customer_id == customer.id)
+            .order_by(LedgerTransaction.seq.desc())
+            .limit(history)
+        )
+    )
+    effect: dict[int, int] = {}
+    if txns and owned:
+        for txn_id, account_id, amount in session.execute(
+            select(
+                LedgerPosting.transaction_id, LedgerPosting.account_id, LedgerPosting.amount
+            ).where(
+                LedgerPosting.transaction_id.in_([t.id for t in txns]),
+                LedgerPosting.account_id.in_(list(owned)),
+            )
+        ):
+            account = owned[account_id]
+            if account.purpose in ("wallet", "shared_wallet"):
+                effect[txn_id] = effect.get(txn_id, 0) - amount
+    meter_ids = [row["meter"].id for row in meters + removed]
+    readings = (
+        list(
+            session.execute(
+                select(MeterReading, Meter)
+                .join(Meter, MeterReading.meter_id == Meter.id)
+                .where(MeterReading.meter_id.in_(meter_ids))
+                .order_by(MeterReading.taken_at.desc(), MeterReading.id.desc())
+                .limit(history)
+            )
+        )
+        if meter_ids
+        else []
+    )
+    receipts = list(
+        session.scalars(
+            select(Receipt)
+            .where(Receipt.customer_id == customer.id)
+            .order_by(Receipt.id.desc())
+            .limit(history)
+        )
+    )
+    return {
+        "customer": customer,
+        "premises": premises,
+        "meters": meters,
+        "removed": removed,
+        "shared_fen": acc.natural_balance(shared) if shared else None,
+        "arrears_fen": acc.natural_balance(owes) if owes else 0,
+        "wallets_fen": sum(r["balance_fen"] or 0 for r in meters)
+        + (acc.natural_balance(shared) if shared else 0),
+        "cards": cards,
+        "purchases": purchases,
+        "pending": list(
+            session.scalars(
+                select(CardPurchase)
+                .where(CardPurchase.customer_id == customer.id, CardPurchase.status == "pending")
+                .order_by(CardPurchase.id)
+            )
+        ),
+        "transactions": [{"txn": t, "amount_fen": effect.get(t.id)} for t in txns],
+        "readings": readings,
+        "receipts": receipts,
     }
