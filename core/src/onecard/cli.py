@@ -547,10 +547,16 @@ def serve(host: str, port: int, threads: int) -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--threads", default=8, show_default=True, type=int)
 @click.option("--no-serve", is_flag=True, help="Only create the demo data.")
-def demo(host: str, port: int, no_serve: bool) -> None:
-    """Create a demo installation (offices, operators, customers, sales) and serve it."""
-    from onecard.demo import DEMO_PASSWORD, build_demo
+def demo(host: str, port: int, threads: int, no_serve: bool) -> None:
+    """Create a demo installation and serve its console with the demo lab.
+
+    Made once: offices, operators, customers, sales, tariffs, card keys and the lab's wallet of
+    emulated cards. Then pcscd with two virtual (vpcd) readers, the counter's and the manager's
+    (a running pcscd with those readers is reused), and the console on HOST:PORT.
+    """
+    from onecard.demo import DEMO_PASSWORD, build_demo, seed_lab
 
     st = state()
     rt = st.runtime()
@@ -559,11 +565,84 @@ def demo(host: str, port: int, no_serve: bool) -> None:
         summary = build_demo(session, rt.utilities)
     click.echo(summary)
     _demo_keys(rt)
-    click.echo(
-        f"log in as admin, cashier1, cashier2, manager1 or auditor with password {DEMO_PASSWORD}"
+    seeded = seed_lab(_demo_lab(rt), rt.card_desk())
+    if seeded:
+        click.echo(seeded)
+    logins = (
+        f"log in as cashier1, cashier2, manager1, auditor or admin with password {DEMO_PASSWORD}"
     )
-    if not no_serve:
-        click.get_current_context().invoke(serve, host=host, port=port, threads=8)
+    if no_serve:
+        click.echo(logins)
+        return
+    _demo_serve(rt, host, port, threads, logins)
+
+
+def _demo_lab(rt: Runtime, **kwargs: Any) -> Any:
+    from onecard.console.lab import Lab
+
+    return Lab(
+        rt.settings.instance_path / "lab",
+        rt.sessions,
+        rt.utilities,
+        rt.card_desk().keystore,
+        **kwargs,
+    )
+
+
+def _demo_serve(rt: Runtime, host: str, port: int, threads: int, logins: str) -> None:
+    """Start pcscd with the virtual readers, connect the lab's card slots, serve the console;
+    on Ctrl-C (or SIGTERM) take the cards off and stop the pcscd this started."""
+    import dataclasses
+    import signal
+
+    from waitress import serve as waitress_serve
+
+    from onecard.card.pcscd import PcscdError, PcscdService
+    from onecard.card.vpcd import VirtualCardSlot
+    from onecard.console.lab import EXTENSION
+    from onecard.web import create_app
+
+    service = PcscdService(rt.settings.instance_path / "pcscd")
+    slots: dict[str, Any] = {}
+    names: dict[str, str] = {}
+    unavailable = ""
+    try:
+        service.start()
+    except PcscdError as exc:
+        unavailable = str(exc)
+        click.echo(
+            f"warning: no virtual card readers: {exc}\n"
+            "  The console is served anyway; the demo lab shows the readers as unavailable.\n"
+            "  Install them with (Debian, as root): "
+            "apt-get install --no-install-recommends pcscd vsmartcard-vpcd",
+            err=True,
+        )
+    else:
+        counter, manager = service.reader_names()[:2]
+        names = {"counter": counter, "manager": manager}
+        slots = {place: VirtualCardSlot(service.port_of(name)) for place, name in names.items()}
+        rt.settings = dataclasses.replace(rt.settings, reader=counter)
+        how = "reusing the running pcscd" if service.reused else f"pcscd pid {service.pid}"
+        click.echo(f"virtual card readers ({how}): counter {counter!r}, manager {manager!r}")
+    lab = _demo_lab(rt, slots=slots, reader_names=names, unavailable=unavailable)
+    app = create_app({"lab": True}, runtime=rt)
+    app.extensions[EXTENSION] = lab
+    app.config["ONECARD_LAB_READERS"] = names
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    click.echo(f"onecard {__version__} demo: open http://{host}:{port}/console/")
+    click.echo(logins)
+    click.echo(f"the demo lab (emulated cards and meters): http://{host}:{port}/lab/")
+    try:
+        waitress_serve(app, host=host, port=port, threads=threads)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        lab.close()
+        service.stop()
+        click.echo("demo stopped")
 
 
 def _demo_keys(rt: Runtime) -> None:

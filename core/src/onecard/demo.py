@@ -1,9 +1,12 @@
 """Demo data: a group with two branch offices, operators of every role, customers with meters of
-every registered utility kind, and some sales, use and a correction. Deterministic; made once."""
+every registered utility kind, and some sales, use and a correction; a tariff for each metered
+kind (``console/demo_tariffs/*.yaml``); and the demo lab's wallet of emulated cards (blank cards,
+two customers' cards and manager1's manager card). Deterministic; made once."""
 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -13,8 +16,13 @@ from onecard import ledger
 from onecard import offices as off
 from onecard import operators as ops
 from onecard.audit import Actor
+from onecard.card.emulator import MifareClassicCard
+from onecard.card.reader import MifareReader
+from onecard.card.service import CardDesk
+from onecard.console.lab import Lab
 from onecard.ledger import accounts as acc
-from onecard.models import Meter, Office
+from onecard.models import Card, Customer, Meter, Office
+from onecard.tariffs.documents import add_version, read_file, tariff_names
 from onecard.utility import UtilityRegistry
 
 DEMO_PASSWORD = "onecard-demo"
@@ -39,12 +47,21 @@ GIVEN = [
     "涛",
     "明",
 ]
+#: Sample tariffs, one per metered kind (copies of docs/tariffs/examples).
+DEMO_TARIFFS = Path(__file__).parent / "console" / "demo_tariffs"
+#: The lab's first cards: fixed UIDs, so the demo is the same on every machine.
+BLANK_UIDS = ("DE000001", "DE000002", "DE000003")
+MANAGER_CARD = ("DE0000A1", "manager1")
+CUSTOMER_UIDS = ("DE0000C1", "DE0000C2")
+DEMO_PROFILE = "eight"
 
 
 def build_demo(session: Session, utilities: UtilityRegistry, *, customers: int = 12) -> str:
     """Create the demo data unless it is there; return a one-line summary. Does not commit."""
+    tariffs = load_demo_tariffs(session, utilities)
+    loaded = f"; tariffs loaded: {', '.join(tariffs)}" if tariffs else ""
     if session.execute(select(Office.id).where(Office.code == GROUP)).first():
-        return "demo data is already present"
+        return "demo data is already present" + loaded
     who = Actor(name="demo")
     rng = random.Random(20261121)
     ops.ensure_default_roles(session)
@@ -147,5 +164,62 @@ def build_demo(session: Session, utilities: UtilityRegistry, *, customers: int =
         )
     return (
         f"demo data: {len(BRANCHES) + 1} offices, {len(people)} operators, {opened} customers "
-        f"with {len(metered)} meter kinds, {sales} sales"
+        f"with {len(metered)} meter kinds, {sales} sales{loaded}"
     )
+
+
+def load_demo_tariffs(session: Session, utilities: UtilityRegistry) -> list[str]:
+    """Load each demo tariff whose kind is registered and has no tariff yet ("the kind's only
+    tariff" then prices every meter of the kind); the ``kind/name`` of those loaded."""
+    loaded = []
+    for path in sorted(DEMO_TARIFFS.glob("*.yaml")):
+        raw = read_file(path)
+        kind = raw.get("kind") if isinstance(raw, dict) else None
+        if not isinstance(kind, str) or kind not in utilities or tariff_names(session, kind):
+            continue
+        row = add_version(session, Actor(name="demo"), utilities, raw)
+        loaded.append(f"{row.kind}/{row.name}")
+    return loaded
+
+
+def seed_lab(lab: Lab, desk: CardDesk) -> str:
+    """Fill an empty lab wallet: three blank cards, the cards of the first two customers of the
+    East office (profile ``eight``) and manager1's manager card. A summary ("" if the wallet
+    already has cards). Cards the database already knows (a wallet deleted, the database kept)
+    are left out: their images are gone."""
+    if lab.cards():
+        return ""
+    who = Actor(name="demo")
+    with desk.sessions() as session:
+        known = set(session.scalars(select(Card.uid)))
+        east = session.scalar(select(Office).where(Office.code == "E01"))
+        numbers = list(
+            session.scalars(
+                select(Customer.number)
+                .where(Customer.office_id == (east.id if east else -1))
+                .order_by(Customer.id)
+                .limit(len(CUSTOMER_UIDS))
+            )
+        )
+        east_id = east.id if east else None
+    made = []
+    for uid in BLANK_UIDS:
+        if uid not in known:
+            lab.add_card(MifareClassicCard(bytes.fromhex(uid)))
+            made.append("blank")
+    for uid, number in zip(CUSTOMER_UIDS, numbers, strict=False):
+        if uid in known:
+            continue
+        card = MifareClassicCard(bytes.fromhex(uid))
+        desk.issue(MifareReader(card), who, customer=number, profile=DEMO_PROFILE)
+        lab.add_card(card)
+        made.append(f"customer {number}")
+    uid, username = MANAGER_CARD
+    if uid not in known:
+        card = MifareClassicCard(bytes.fromhex(uid))
+        desk.issue_tool(
+            MifareReader(card), who, card_type="manager", operator=username, office_id=east_id
+        )
+        lab.add_card(card, username)
+        made.append(f"manager card of {username}")
+    return f"lab wallet: {', '.join(made)}" if made else ""
