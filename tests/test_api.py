@@ -279,3 +279,22 @@ def test_login_failures_are_audited_and_lock(app: Flask) -> None:
         client_for(app, "boss").get("/api/v1/audit?action=operator.login_failed").json["events"]
     )
     assert len(events) == 6
+
+
+def test_sale_refused_for_suspended_customer_but_retry_answers(app: Flask, world: World) -> None:
+    from onecard.models import Customer
+
+    client = client_for(app, "east")
+    assert sale(client, idempotency_key="before").status_code == 201
+    rt: Runtime = app.extensions[EXTENSION]
+    with rt.sessions() as s, s.begin():
+        customer = s.get(Customer, world.customer_id)
+        assert customer is not None
+        customer.status = "suspended"
+    before = state(app)
+    r = sale(client, idempotency_key="after")
+    assert r.status_code == 409 and r.json["field"] == "customer"
+    assert "suspended" in r.json["message"]
+    assert state(app) == before
+    # a retry of the sale made before the suspension still answers as it did
+    assert sale(client, idempotency_key="before").status_code == 200

@@ -422,6 +422,7 @@ def ledger_sale(
         account = acc.get_account(session, code, field="wallet")
         if account.office_id is None:
             raise InvalidInput(f"account {code} belongs to no office", field="wallet")
+        cust.require_active(session, account.customer_id)
         posted = ledger.sale(
             session,
             wallet=code,

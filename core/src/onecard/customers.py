@@ -212,6 +212,18 @@ def opened_with(session: Session, key: str) -> Customer | None:
     return None
 
 
+def require_active(session: Session, customer_id: int | None, what: str = "buy") -> None:
+    """Refuse (409) when the customer is suspended or closed: they may not ``what``."""
+    if customer_id is None:
+        return
+    customer = session.get(Customer, customer_id)
+    if customer is not None and customer.status != "active":
+        raise Conflict(
+            f"customer {customer.number} is {customer.status} and may not {what}",
+            field="customer",
+        )
+
+
 def get_customer(session: Session, number: str) -> Customer:
     customer = session.execute(
         select(Customer).where(Customer.number == number)

@@ -247,6 +247,8 @@ def create_sale() -> ResponseReturnValue:
         raise UnknownAccount(
             f"no ledger account {wallet_code!r}", field="wallet", account=wallet_code
         )
+    if ledger.find_posted(session_, data["idempotency_key"]) is None:
+        cust.require_active(session_, wallet.customer_id)
     posted = ledger.sale(
         session_,
         wallet=wallet_code,

@@ -20,7 +20,6 @@ from onecard.console.views.customers import (
     CATEGORY_LABELS,
     context,
     counts_money,
-    refusal_page,
     viewable,
 )
 from onecard.customers import customer_file
@@ -29,7 +28,6 @@ from onecard.models import Customer
 from onecard.web import db, runtime
 
 bp = kit.console_blueprint("accounts", __name__, "/console/customers")
-refusal_page(bp)
 
 #: Service field names -> form field names, for errors shown next to their field.
 FIELDS = {"key": "", "customer": "", "meter": "meter", "office_id": ""}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask import flash, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from werkzeug.routing import BuildError
@@ -15,34 +15,13 @@ from onecard import lifecycle
 from onecard.card import profiles as prof
 from onecard.console import kit
 from onecard.console.i18n import _, _l, error_text
-from onecard.errors import NotFound, OnecardError, PermissionDenied
+from onecard.errors import OnecardError, PermissionDenied
 from onecard.models import Customer, Office
 from onecard.web import db, runtime
 
 bp = kit.console_blueprint("customers", __name__, "/console/customers")
 
 
-def refusal_page(blueprint: Blueprint) -> None:
-    """The error page of these areas: like kit's, but the operator is read again for the page
-    header after the rollback (kit's handler leaves it detached from the closed session)."""
-
-    @blueprint.errorhandler(OnecardError)
-    def refused(exc: OnecardError) -> ResponseReturnValue:
-        session_ = g.pop("db", None)
-        if session_ is not None:
-            session_.rollback()
-            session_.close()
-        g.pop("operator", None)
-        g.pop("grants", None)
-        title = {PermissionDenied: _("Not allowed"), NotFound: _("Not found")}.get(
-            type(exc), _("Cannot do this")
-        )
-        return render_template(
-            "console/error.html", title=title, message=error_text(exc), status=exc.status
-        ), exc.status
-
-
-refusal_page(bp)
 
 CATEGORY_LABELS = {
     "residential": _l("Residential"),
