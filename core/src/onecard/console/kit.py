@@ -335,9 +335,15 @@ def register_error_pages(bp: Blueprint) -> None:
 
 def who() -> tuple[Actor, Grants]:
     """The operator and their grants, then the request's own transaction ends: the card desk
-    runs its own transactions, and on SQLite a held transaction would block them."""
+    runs its own transactions, and on SQLite a held transaction would block them.
+
+    Afterwards, do not touch database objects loaded earlier in the request: loading one again
+    would open a new transaction (on SQLite, a write lock the card desk then waits for). The
+    operator object is forgotten, so a page drawn after the card work loads it afresh.
+    """
     pair = actor(), grants()
     db().rollback()
+    g.pop("operator", None)
     return pair
 
 

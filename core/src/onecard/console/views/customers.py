@@ -22,7 +22,6 @@ from onecard.web import db, runtime
 bp = kit.console_blueprint("customers", __name__, "/console/customers")
 
 
-
 CATEGORY_LABELS = {
     "residential": _l("Residential"),
     "commercial": _l("Commercial"),
