@@ -67,12 +67,22 @@ def app(
     sqlite_url: str, tmp_path: Path, reader: Desk, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Flask]:
     monkeypatch.setenv("ONECARD_KEK", KEK.hex())
-    flask_app = create_app(
-        {"database_url": sqlite_url, "instance_path": tmp_path / "instance"},
-        plugins=BUILTIN_PLUGINS,
-    )
+    flask_app = make_app(sqlite_url, tmp_path)
     flask_app.config["ONECARD_READER_FACTORY"] = reader.open
     flask_app.config["ONECARD_READER_NAMES"] = ["Test reader 0", "Test reader 1"]
+    yield flask_app
+    flask_app.extensions[EXTENSION].close()
+
+
+def make_app(url: str, tmp_path: Path, **settings: Any) -> Flask:
+    """The console's app on ``url`` with the test world, the operators of ``ROLES`` and card
+    keys (the KEK comes from ``ONECARD_KEK``)."""
+    from cardkit import keyed_site
+
+    flask_app = create_app(
+        {"database_url": url, "instance_path": tmp_path / "instance", **settings},
+        plugins=BUILTIN_PLUGINS,
+    )
     rt: Runtime = flask_app.extensions[EXTENSION]
     with rt.sessions() as s, s.begin():
         flask_app.config["WORLD"] = build_world(s, rt.plugins)
@@ -85,11 +95,8 @@ def app(
                 full_name=name.title(),
                 roles=[(role, office)],
             )
-    from cardkit import keyed_site
-
     keyed_site(rt.sessions)
-    yield flask_app
-    rt.close()
+    return flask_app
 
 
 @pytest.fixture
@@ -186,32 +193,9 @@ def live_app(
 ) -> Iterator[Flask]:
     """The app on the real card path: its reader is the first virtual (vpcd) reader."""
     monkeypatch.setenv("ONECARD_KEK", KEK.hex())
-    counter_reader = pcscd_service.reader_names()[0]
-    flask_app = create_app(
-        {
-            "database_url": sqlite_url,
-            "instance_path": tmp_path / "instance",
-            "reader": counter_reader,
-        },
-        plugins=BUILTIN_PLUGINS,
-    )
-    rt: Runtime = flask_app.extensions[EXTENSION]
-    with rt.sessions() as s, s.begin():
-        flask_app.config["WORLD"] = build_world(s, rt.plugins)
-        for name, role, office in ROLES:
-            ops.create_operator(
-                s,
-                ACTOR,
-                username=name,
-                password=PASSWORDS[name],
-                full_name=name.title(),
-                roles=[(role, office)],
-            )
-    from cardkit import keyed_site
-
-    keyed_site(rt.sessions)
+    flask_app = make_app(sqlite_url, tmp_path, reader=pcscd_service.reader_names()[0])
     yield flask_app
-    rt.close()
+    flask_app.extensions[EXTENSION].close()
 
 
 @pytest.fixture

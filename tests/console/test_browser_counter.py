@@ -236,9 +236,8 @@ def test_a_day_at_the_counter(
             r.meter_id: r
             for r in s.scalars(select(MeterReading).where(MeterReading.source == "card"))
         }
-        by_serial = {
-            m.serial: m.id for m in s.scalars(select(Meter).where(Meter.serial.in_(SERIALS.values())))
-        }
+        wanted = select(Meter).where(Meter.serial.in_(SERIALS.values()))
+        by_serial = {m.serial: m.id for m in s.scalars(wanted)}
     for kind in SOLD:
         reading = readings.get(by_serial[SERIALS[kind]])
         assert reading is not None and reading.cumulative == used[kind]

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from onecard import receipts
 from onecard.card.service import CardDesk, Manager, SaleItem
-from onecard.console import kit
+from onecard.console import kit, labels
 from onecard.console.i18n import _, error_text, page_language
 from onecard.customers import get_customer
 from onecard.errors import (
@@ -59,11 +59,11 @@ def desk() -> CardDesk:
 
 
 def method_options() -> list[tuple[str, str]]:
-    return [("cash", _("Cash")), ("bank", _("Bank card"))]
+    return labels.options("method", list(METHODS))
 
 
 def reason_options() -> list[tuple[str, str]]:
-    return [("lost", _("Lost")), ("broken", _("Broken")), ("stolen", _("Stolen"))]
+    return labels.options("reason", list(REASONS))
 
 
 # What the page shows about a card ---------------------------------------------------------------
@@ -117,13 +117,7 @@ class CardView:
         return self.card.status == "active"
 
 
-def _language() -> str:
-    return "en" if page_language() == "en" else "zh-CN"
-
-
-def kind_name(kind: str) -> str:
-    utilities = runtime().utilities
-    return utilities.get(kind).name(_language()) if kind in utilities else kind
+kind_name = labels.kind_name
 
 
 def _quantity(value: int | None, decimals: int) -> str | None:
@@ -219,6 +213,20 @@ def _reader_choice(name: str | None) -> str | None:
     return name
 
 
+def _read_card() -> tuple[str | None, dict[str, Any] | CardError]:
+    """Read the card on the reader the page names (``?reader=``, else the default one): the
+    reader, and what the card desk read or why it could not."""
+    reader = request.args.get("reader") or None
+    if reader is not None and reader not in kit.reader_names():
+        reader = None
+    actor, grants = kit.who()
+    try:
+        with kit.open_reader(reader) as r:
+            return reader, desk().read(r, actor, grants=grants)
+    except CardError as exc:
+        return reader, exc
+
+
 def _uid_on(reader: Any) -> str:
     return bytes(reader.uid()).hex().upper()
 
@@ -230,15 +238,9 @@ def _uid_on(reader: Any) -> str:
 @kit.page("sale.create")
 def sell() -> ResponseReturnValue:
     """Read the card on the reader and show the sale form for its meters."""
-    reader = request.args.get("reader") or None
-    if reader is not None and reader not in kit.reader_names():
-        reader = None
-    actor, grants = kit.who()
-    try:
-        with kit.open_reader(reader) as r:
-            result = desk().read(r, actor, grants=grants)
-    except CardError as exc:
-        return _present("sale", exc, reader)
+    reader, result = _read_card()
+    if isinstance(result, CardError):
+        return _present("sale", result, reader)
     if result.get("card_type") != "user":
         return _present("sale", None, reader, tool=str(result.get("card_type")))
     view = card_view(db(), result["uid"], result)
@@ -744,15 +746,9 @@ def _authorizer(form: kit.Form, customer_reader: str | None) -> Callable[[int], 
 def read() -> ResponseReturnValue:
     """Read the card on the reader: header, customer, slots, pending purchases; the meters'
     return records are stored as readings."""
-    reader = request.args.get("reader") or None
-    if reader is not None and reader not in kit.reader_names():
-        reader = None
-    actor, grants = kit.who()
-    try:
-        with kit.open_reader(reader) as r:
-            result = desk().read(r, actor, grants=grants)
-    except CardError as exc:
-        return _present("read", exc, reader)
+    reader, result = _read_card()
+    if isinstance(result, CardError):
+        return _present("read", result, reader)
     view = card_view(db(), result["uid"], result) if result.get("card_type") == "user" else None
     return kit.render(
         "console/counter_card.html",
