@@ -315,8 +315,12 @@ def render_html(receipt: Receipt, locale: str = "zh_CN") -> str:
             return str(value.get(language) or value.get("en") or next(iter(value.values()), ""))
         return str(value or "")
 
+    from onecard.console import labels
+
     template = env.get_template("receipt.html")
     return template.render(
+        label=lambda code, group: labels.label(code, group, translations.gettext),
+        known=labels.known,
         receipt=receipt,
         data=data,
         office=office,
@@ -328,11 +332,22 @@ def render_html(receipt: Receipt, locale: str = "zh_CN") -> str:
     )
 
 
-def render_pdf(receipt: Receipt, locale: str = "zh_CN") -> bytes:
-    """The receipt as an A5 PDF (weasyprint), in ``zh_CN`` or ``en``, times in the office's zone."""
-    from weasyprint import HTML
+_font_config: Any = None
 
-    pdf = HTML(string=render_html(receipt, locale)).write_pdf()
+
+def render_pdf(receipt: Receipt, locale: str = "zh_CN") -> bytes:
+    """The receipt as an A5 PDF (weasyprint), in ``zh_CN`` or ``en``, times in the office's zone.
+
+    The font configuration (fontconfig's fonts as Pango loaded them) is made once and reused: the
+    CJK collection is not looked up and opened again for every receipt.
+    """
+    global _font_config
+    from weasyprint import HTML
+    from weasyprint.text.fonts import FontConfiguration
+
+    if _font_config is None:
+        _font_config = FontConfiguration()
+    pdf = HTML(string=render_html(receipt, locale)).write_pdf(font_config=_font_config)
     assert isinstance(pdf, bytes)
     return pdf
 

@@ -8,6 +8,7 @@ when a message of the code or templates has no translation, or the built files a
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import sys
 from pathlib import Path
@@ -21,7 +22,14 @@ HERE = Path(__file__).parent
 PARTS = HERE / "translations" / "zh" / "parts"
 OUT = HERE / "translations" / "zh" / "LC_MESSAGES"
 METHODS = [("**.py", "python"), ("templates/**.html", "jinja2.ext:babel_extract")]
-KEYWORDS = {"_": None, "_l": None, "gettext": None, "lazy_gettext": None, "ngettext": (1, 2)}
+KEYWORDS = {
+    "_": None,
+    "_l": None,
+    "N_": None,
+    "gettext": None,
+    "lazy_gettext": None,
+    "ngettext": (1, 2),
+}
 
 
 def extracted() -> dict[str, list[str]]:
@@ -42,7 +50,13 @@ def extracted() -> dict[str, list[str]]:
 
 def merged() -> Catalog:
     """The parts as one catalog; a message translated twice must read the same in each part."""
-    catalog = Catalog(locale="zh_CN", project="onecard", charset="utf-8")
+    # a fixed date: the compiled catalog's header must not change with the clock (--check)
+    catalog = Catalog(
+        locale="zh_CN",
+        project="onecard",
+        charset="utf-8",
+        creation_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    )
     catalog.fuzzy = False
     seen: dict[str, tuple[str, str]] = {}
     for part in sorted(PARTS.glob("*.po")):

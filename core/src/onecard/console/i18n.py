@@ -73,6 +73,9 @@ def init_babel(app: Flask) -> None:
     app.jinja_env.globals["LOCALES"] = LOCALES
     app.jinja_env.globals["lang"] = page_language
     app.jinja_env.globals["error_text"] = error_text
+    from onecard.console.labels import init_labels
+
+    init_labels(app.jinja_env.filters, app.jinja_env.globals)
 
 
 def page_language() -> str:

@@ -17,7 +17,7 @@ from onecard import lifecycle
 from onecard.console import kit
 from onecard.console.i18n import _
 from onecard.console.views.customers import (
-    CATEGORY_LABELS,
+    categories,
     context,
     counts_money,
     viewable,
@@ -111,13 +111,13 @@ def transfer(number: str) -> ResponseReturnValue:
     start(form, "transfer")
     if request.method == "GET":
         form.values.setdefault("category", customer.category)
-    extra = {"categories": CATEGORY_LABELS, "arrears_fen": lifecycle.arrears(db(), customer.id)}
+    extra = {"categories": categories(), "arrears_fen": lifecycle.arrears(db(), customer.id)}
     if request.method == "GET":
         return page("console/account_transfer.html", customer, form, **extra)
     name = form.text("name", max_length=200)
     phone = form.text("phone", required=False, max_length=32)
     id_number = form.text("id_number", required=False, max_length=32)
-    category = form.choice("category", list(CATEGORY_LABELS))
+    category = form.choice("category", list(categories()))
     reason = form.text("reason", max_length=lifecycle.MAX_REASON)
     if not form.ok:
         return page("console/account_transfer.html", customer, form, **extra)

@@ -20,8 +20,8 @@ from onecard import admin_ops, tariffs
 from onecard import offices as off
 from onecard import operators as ops
 from onecard.card import profiles as card_profiles
-from onecard.console import kit
-from onecard.console.i18n import _, _l, error_text, page_language, zone
+from onecard.console import kit, labels
+from onecard.console.i18n import _, _l, error_text, zone
 from onecard.errors import NotFound, OnecardError, PermissionDenied
 from onecard.models import AuditEvent, Customer, Office, Operator, Tariff, utcnow
 from onecard.tariffs.documents import describe_versions
@@ -112,16 +112,13 @@ def _office_id(form: kit.Form, name: str, *, required: bool = False) -> tuple[bo
         return False, None
 
 
-def _kind_name(code: str) -> str:
-    utilities = runtime().utilities
-    if code in utilities:
-        return utilities.get(code).name("en" if page_language() == "en" else "zh-CN")
-    return code
-
-
 @bp.context_processor
 def _helpers() -> dict[str, Any]:
-    return {"permission_text": permission_text, "role_text": role_text, "kind_name": _kind_name}
+    return {
+        "permission_text": permission_text,
+        "role_text": role_text,
+        "kind_name": labels.kind_name,
+    }
 
 
 # The index ------------------------------------------------------------------------------------

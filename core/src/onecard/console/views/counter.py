@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from onecard import receipts
 from onecard.card.service import CardDesk, Manager, SaleItem
 from onecard.console import kit, labels
-from onecard.console.i18n import _, error_text, page_language
+from onecard.console.i18n import _, error_text
 from onecard.customers import get_customer
 from onecard.errors import (
     AuthenticationFailed,

@@ -13,8 +13,8 @@ from werkzeug.routing import BuildError
 from onecard import customers as cust
 from onecard import lifecycle
 from onecard.card import profiles as prof
-from onecard.console import kit
-from onecard.console.i18n import _, _l, error_text
+from onecard.console import kit, labels
+from onecard.console.i18n import _, error_text
 from onecard.errors import OnecardError, PermissionDenied
 from onecard.models import Customer, Office
 from onecard.web import db, runtime
@@ -22,25 +22,11 @@ from onecard.web import db, runtime
 bp = kit.console_blueprint("customers", __name__, "/console/customers")
 
 
-CATEGORY_LABELS = {
-    "residential": _l("Residential"),
-    "commercial": _l("Commercial"),
-    "industrial": _l("Industrial"),
-    "public": _l("Public"),
-}
-STATUS_LABELS = {
-    "active": _l("Active"),
-    "suspended": _l("Suspended"),
-    "closed": _l("Closed"),
-    "removed": _l("Removed"),
-    "lost": _l("Lost"),
-    "blacklisted": _l("Blacklisted"),
-    "retired": _l("Retired"),
-    "pending": _l("Pending"),
-    "confirmed": _l("Confirmed"),
-    "voided": _l("Voided"),
-    "cancelled": _l("Cancelled"),
-}
+def categories() -> dict[str, str]:
+    """The customer categories for a select, in the page's language."""
+    return dict(labels.options("category"))
+
+
 #: Extra meter rows on the account form beyond one per card kind.
 EXTRA_METER_ROWS = 2
 
@@ -53,15 +39,7 @@ def optional_url(endpoint: str, **values: Any) -> str | None:
         return None
 
 
-def kind_name(code: str | None) -> str:
-    if not code:
-        return ""
-    utilities = runtime().utilities
-    if code not in utilities:
-        return code
-    from onecard.console.i18n import page_language
-
-    return utilities.get(code).name("en" if page_language() == "en" else "zh-CN")
+kind_name = labels.kind_name
 
 
 def quantity(kind: str, value: int | None) -> str:
@@ -107,8 +85,8 @@ def context() -> dict[str, Any]:
     """Helpers every customer and account template uses."""
     return {
         "kind_name": kind_name,
-        "status_label": lambda s: STATUS_LABELS.get(s, s),
-        "category_label": lambda c: CATEGORY_LABELS.get(c, c),
+        "status_label": lambda s: labels.label(s, "status"),
+        "category_label": lambda c: labels.label(c, "category"),
         "optional_url": optional_url,
         "quantity": quantity,
         "remaining": remaining,
@@ -182,9 +160,7 @@ def office_options() -> list[Office]:
 
 def profile_options(session_: Any, office_id: int | None) -> list[tuple[str, str]]:
     out = []
-    from onecard.console.i18n import page_language
-
-    lang = "en" if page_language() == "en" else "zh-CN"
+    lang = labels.language()
     for p in prof.list_profiles(session_, [office_id] if office_id is not None else None):
         label = p.names.get(lang) or p.names.get("en") or p.code
         kinds = ", ".join(kind_name(k) for k in p.kinds())
@@ -243,7 +219,7 @@ def open() -> ResponseReturnValue:
         "profiles": profiles,
         "rows": rows,
         "kinds": card_kinds(),
-        "categories": CATEGORY_LABELS,
+        "categories": categories(),
         "readers": kit.reader_names(),
     }
     if request.method == "GET":
@@ -260,7 +236,7 @@ def open() -> ResponseReturnValue:
     if phone and not cust._PHONE.match(phone):
         form.error("phone", _("Not a phone number: digits, spaces, - and a leading +."))
     id_number = form.text("id_number", required=False, max_length=32)
-    category = form.choice("category", list(CATEGORY_LABELS))
+    category = form.choice("category", list(labels.LABELS["category"]))
     building = form.text("building", required=False, max_length=64)
     unit = form.text("unit", required=False, max_length=64)
     address = form.text("address", required=False, max_length=300)

@@ -11,33 +11,21 @@ from flask import current_app, g, request, url_for
 from flask.typing import ResponseReturnValue
 
 from onecard import dashboard as figures
-from onecard.console import kit
-from onecard.console.i18n import _, page_language, yuan
+from onecard.console import kit, labels
+from onecard.console.i18n import _, yuan
 from onecard.web import db, runtime
 
 bp = kit.console_blueprint("dashboard", __name__, "/console")
 
 
 def flag_text(name: str) -> str:
-    texts = {
-        "alarm1": _("Alarm 1"),
-        "alarm2": _("Alarm 2"),
-        "exhausted": _("Credit exhausted"),
-        "relay_open": _("Supply cut"),
-        "tamper": _("Tampered"),
-        "battery_low": _("Battery low"),
-        "refused": _("Card refused"),
-    }
-    return str(texts.get(name, name))
+    return labels.label(name, "flag")
 
 
 def kind_name(code: str) -> str:
     if code == figures.SHARED:
         return str(_("Shared wallet"))
-    utilities = runtime().utilities
-    if code in utilities:
-        return utilities.get(code).name("en" if page_language() == "en" else "zh-CN")
-    return code
+    return labels.kind_name(code)
 
 
 def customer_url(number: str) -> str:
