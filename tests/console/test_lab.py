@@ -140,7 +140,8 @@ def test_a_card_carried_to_its_meters_loads_and_brings_the_use_back(
     with lab.open_reader() as reader:
         read = rt.card_desk().read(reader, ACTOR)
     slots = {s["meter"]: s for s in read["slots"] if s["meter"]}
-    assert slots[serials[0]]["return"]["cumulative"] == 1920  # 0.8 kWh x 24 h, in 0.01 kWh
+    rate = lab.meter_state("electric", serials[0])["rate"]  # kWh an hour: about 1 yuan's worth
+    assert slots[serials[0]]["return"]["cumulative"] == int(rate * 24 * 100)  # in 0.01 kWh
     assert all(s["reading_stored"] for s in slots.values())
     with rt.sessions() as session:
         assert session.scalar(select(func.count()).select_from(MeterReading)) == 2

@@ -53,17 +53,11 @@ EXTENSION = "onecard_lab"
 PLACES = ("counter", "manager")
 SIZES = ("1k", "4k")
 INDEX_FORMAT = 1
-#: Typical use per hour of a household, by kind (kWh for electricity, m³ for water and gas, GJ
-#: for heat); kinds not listed use 1 unit an hour.
-DEFAULT_RATES = {
-    "electric": Decimal("0.8"),
-    "gas": Decimal("0.05"),
-    "heat": Decimal("0.02"),
-    "water.cold": Decimal("0.02"),
-    "water.hot": Decimal("0.008"),
-    "water.recycled": Decimal("0.01"),
-    "water.purified": Decimal("0.002"),
-}
+#: Use per hour when the lab page gives no rate: about one yuan's worth an hour on a money meter
+#: (at the meter's price), twenty of the kind's smallest units on a units meter. Kind-neutral: the
+#: core names no utility.
+YUAN_PER_HOUR = Decimal(1)
+UNITS_PER_HOUR = 20
 _UID = re.compile(r"^(?:[0-9A-F]{8}|[0-9A-F]{14})$")
 _EVENTS_SHOWN = 6
 
@@ -462,7 +456,7 @@ class Lab:
             raise InvalidInput("hours: more than 0 and at most a year", field="hours")
         with self._lock:
             meter = self.meter(kind, serial)
-            used = meter.run(hours, rate if rate is not None else default_rate(kind))
+            used = meter.run(hours, rate if rate is not None else default_rate(meter))
             self._save_meter(meter)
             return used
 
@@ -486,15 +480,18 @@ class Lab:
                 "exhausted": meter.exhausted,
                 "tamper": meter.tamper,
                 "commissioned": meter.commissioned,
-                "rate": default_rate(meter.kind.code),
+                "rate": default_rate(meter),
                 "unit": unit,
                 "events": [e.to_json() for e in reversed(meter.events[-_EVENTS_SHOWN:])],
             }
 
 
-def default_rate(kind: str) -> Decimal:
-    """Typical use per hour of ``kind`` (units an hour)."""
-    return DEFAULT_RATES.get(kind, Decimal(1))
+def default_rate(meter: CardMeter) -> Decimal:
+    """Use per hour (in the kind's unit) when none is given: see ``YUAN_PER_HOUR``."""
+    price = meter.params.get("price")
+    if meter.money and price:
+        return (YUAN_PER_HOUR / price).quantize(meter.resolution)
+    return meter.resolution * UNITS_PER_HOUR
 
 
 def parse_rate(text: str) -> Decimal | None:
@@ -519,7 +516,6 @@ def _norm_uid(uid: str) -> str:
 
 
 __all__ = [
-    "DEFAULT_RATES",
     "EXTENSION",
     "PLACES",
     "Lab",
