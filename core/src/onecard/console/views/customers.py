@@ -8,7 +8,6 @@ from typing import Any
 from flask import flash, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
-from werkzeug.routing import BuildError
 
 from onecard import customers as cust
 from onecard import lifecycle
@@ -29,14 +28,6 @@ def categories() -> dict[str, str]:
 
 #: Extra meter rows on the account form beyond one per card kind.
 EXTRA_METER_ROWS = 2
-
-
-def optional_url(endpoint: str, **values: Any) -> str | None:
-    """A URL of another area's page, or None while that page does not exist yet."""
-    try:
-        return url_for(endpoint, **values)
-    except BuildError:
-        return None
 
 
 kind_name = labels.kind_name
@@ -87,7 +78,6 @@ def context() -> dict[str, Any]:
         "kind_name": kind_name,
         "status_label": lambda s: labels.label(s, "status"),
         "category_label": lambda c: labels.label(c, "category"),
-        "optional_url": optional_url,
         "quantity": quantity,
         "remaining": remaining,
     }

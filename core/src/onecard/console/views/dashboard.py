@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from flask import current_app, g, request, url_for
+from flask import g, request, url_for
 from flask.typing import ResponseReturnValue
 
 from onecard import dashboard as figures
@@ -29,10 +29,8 @@ def kind_name(code: str) -> str:
 
 
 def customer_url(number: str) -> str:
-    """The customer's page (or the search for them, until the customer page exists)."""
-    if "customers.show" in current_app.view_functions:
-        return url_for("customers.show", number=number)
-    return url_for("customers.search", q=number)
+    """The customer's page."""
+    return url_for("customers.show", number=number)
 
 
 def remaining_text(kind: str, remaining: int | None) -> str:
