@@ -15,7 +15,7 @@ from flask.typing import ResponseReturnValue
 
 from onecard import lifecycle
 from onecard.console import kit
-from onecard.console.i18n import _
+from onecard.console.i18n import _, yuan
 from onecard.console.views.customers import (
     categories,
     context,
@@ -71,7 +71,7 @@ def decimal_units(form: kit.Form, name: str, decimals: int, *, required: bool) -
     return int(scaled)
 
 
-def signed_yuan(form: kit.Form, name: str) -> int | None:
+def signedyuan(form: kit.Form, name: str) -> int | None:
     """Yuan that may be negative (a meter in overdraft), as fen; empty: None."""
     raw = form[name].strip()
     if not raw:
@@ -215,16 +215,10 @@ def replace_meter(number: str) -> ResponseReturnValue:
             "Meter %(old)s replaced by %(new)s; ¥%(fen)s carried to the new meter's wallet.",
             old=result["old"]["serial"],
             new=result["new"]["serial"],
-            fen=_yuan(result["carried_fen"]),
+            fen=yuan(result["carried_fen"]),
         ),
         bool(result.get("replayed")),
     )
-
-
-def _yuan(fen: int) -> str:
-    from onecard.console.i18n import yuan
-
-    return yuan(fen)
 
 
 # Suspension and resumption --------------------------------------------------------------------
@@ -293,7 +287,7 @@ def close(number: str) -> ResponseReturnValue:
             m, reading = row["meter"], row["reading"]
             if reading is not None and reading.remaining is not None and counts_money(m.kind):
                 left = reading.remaining + row["unloaded_fen"]
-                form.values.setdefault(f"left_{m.id}", _yuan(left).replace(",", ""))
+                form.values.setdefault(f"left_{m.id}", yuan(left).replace(",", ""))
     extra = {"preview": preview, "units": {}}
     for row in preview["meters"]:
         m = row["meter"]
@@ -310,7 +304,7 @@ def close(number: str) -> ResponseReturnValue:
         m = row["meter"]
         decimals = utilities.get(m.kind).unit_decimals if m.kind in utilities else 0
         final = decimal_units(form, f"final_{m.id}", decimals, required=False)
-        left = signed_yuan(form, f"left_{m.id}")
+        left = signedyuan(form, f"left_{m.id}")
         closings[m.id] = lifecycle.MeterClosing(final_reading=final, left=left)
     if form["confirm"] != "1":
         form.error("confirm", _("Tick to confirm that the account is to be closed."))
