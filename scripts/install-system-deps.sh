@@ -20,6 +20,10 @@ ldconfig -p 2>/dev/null | grep -q libpangoft2-1.0.so.0 || missing+=(libpango-1.0
 ls /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc >/dev/null 2>&1 || missing+=(fonts-noto-cjk)
 command -v pdftoppm >/dev/null || missing+=(poppler-utils)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# Remote meters: serial pty pairs for the RTU, DL/T 645 and CJ/T 188 tests (socat), and an
+# independent Modbus client that reads the meter emulator (mbpoll).
+command -v socat >/dev/null || missing+=(socat)
+command -v mbpoll >/dev/null || missing+=(mbpoll)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

@@ -197,9 +197,28 @@ class Layout:
 
 class Modbus:
     name = "modbus-example"
+    link = "modbus"
 
     def describe(self):  # type: ignore[no-untyped-def]
         return {"registers": 2}
+
+    def models(self):  # type: ignore[no-untyped-def]
+        return []
+
+    def check_address(self, address):  # type: ignore[no-untyped-def]
+        return address
+
+    async def read(self, bus, meter):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    async def command(self, bus, meter, command):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    async def recharge(self, bus, meter, amount, count):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def responder(self, meters, framer):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
 
 
 class Daily:

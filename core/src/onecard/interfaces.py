@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from onecard.pricing import Charge, Line, Usage
+    from onecard.remote.types import MeterRef, RemoteReading
 
 
 @runtime_checkable
@@ -80,12 +82,45 @@ class CardSlotLayout(Protocol):
 
 @runtime_checkable
 class MeterProtocol(Protocol):
-    """A way to talk to a remote meter of this kind (Modbus map, DL/T 645, CJ/T 188 ...)."""
+    """A way to talk to remote meters of this kind (a Modbus register map, DL/T 645, CJ/T 188 ...).
+
+    ``name`` is what a meter's ``protocol`` column holds. ``link`` says what the core's
+    :class:`onecard.remote.bus.Bus` must give it: ``modbus`` (a connected pymodbus client, framed
+    as the gateway says) or ``stream`` (raw bytes: :meth:`Bus.exchange`). Reads and commands are
+    coroutines run on the bus's event loop, one at a time per bus; they raise
+    :class:`onecard.remote.types.MeterError` subclasses. ``responder`` lets the fleet emulator
+    (:mod:`onecard.fleet`) play meters of this protocol.
+    """
 
     name: str
+    link: str
 
     def describe(self) -> Mapping[str, Any]:
         """Return what an operator needs to configure a meter on this protocol."""
+        ...
+
+    def models(self) -> Sequence[str]:
+        """Return the meter models (register maps) this protocol knows; empty if it needs none."""
+        ...
+
+    def check_address(self, address: str) -> str:
+        """Return the meter's bus address normalised, or raise InvalidInput(field="address")."""
+        ...
+
+    async def read(self, bus: Any, meter: MeterRef) -> RemoteReading:
+        """Read the meter's registers: totals, bands, relay, credit and the rest."""
+        ...
+
+    async def command(self, bus: Any, meter: MeterRef, command: str) -> None:
+        """Send a relay command (one of ``RELAY_COMMANDS``); raise Unsupported if it has none."""
+        ...
+
+    async def recharge(self, bus: Any, meter: MeterRef, amount: Decimal, count: int) -> None:
+        """Push ``amount`` yuan as recharge number ``count`` to a meter that keeps its credit."""
+        ...
+
+    def responder(self, meters: Mapping[str, Any], framer: str) -> Any:
+        """Return an emulator responder for these SimMeters (by address) framed as ``framer``."""
         ...
 
 

@@ -160,6 +160,8 @@ class Customer(Base):
     number: Mapped[str] = mapped_column(String(32), unique=True)
     name: Mapped[str] = mapped_column(String(200), index=True)
     phone: Mapped[str | None] = mapped_column(String(32), index=True)
+    #: where low-credit alarms and other notices are e-mailed (None: none by e-mail)
+    email: Mapped[str | None] = mapped_column(String(254))
     id_number: Mapped[str | None] = mapped_column(String(32))
     category: Mapped[str] = mapped_column(String(32), default="residential")
     office_id: Mapped[int] = mapped_column(ForeignKey("offices.id"), index=True)
@@ -358,6 +360,241 @@ class MeterReading(Base):
     status: Mapped[int] = mapped_column(Integer, default=0)
     card_id: Mapped[int | None] = mapped_column(ForeignKey("cards.id"))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+# Remote meters ----------------------------------------------------------------------------------
+
+
+class ReadingGroup(Base):
+    """A named reading schedule: meters of the group are read every ``interval_minutes``."""
+
+    __tablename__ = "reading_groups"
+    __table_args__ = (CheckConstraint("interval_minutes BETWEEN 1 AND 10080", name="interval"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    interval_minutes: Mapped[int] = mapped_column(Integer, default=30)
+
+
+class Gateway(Base):
+    """A communication gateway: a TCP host/port or a serial device, with meters on its bus.
+
+    ``framer`` is how Modbus travels on it (``socket``: Modbus TCP; ``rtu``: RTU frames, on a
+    serial line or through a transparent TCP gateway). ``lease_owner``/``lease_until`` are the
+    database lock that lets one reading-service instance at a time read the bus;
+    ``lease_token`` grows with every grant, so a late writer with an old token is refused.
+    """
+
+    __tablename__ = "gateways"
+    __table_args__ = (
+        CheckConstraint("transport IN ('tcp', 'serial')", name="transport"),
+        CheckConstraint("framer IN ('socket', 'rtu')", name="framer"),
+        CheckConstraint("parity IN ('N', 'E', 'O')", name="parity"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    office_id: Mapped[int | None] = mapped_column(ForeignKey("offices.id"), index=True)
+    transport: Mapped[str] = mapped_column(String(8))
+    host: Mapped[str | None] = mapped_column(String(253))
+    port: Mapped[int | None] = mapped_column(Integer)
+    device: Mapped[str | None] = mapped_column(String(200))
+    baudrate: Mapped[int] = mapped_column(Integer, default=9600)
+    parity: Mapped[str] = mapped_column(String(1), default="N")
+    bytesize: Mapped[int] = mapped_column(Integer, default=8)
+    stopbits: Mapped[int] = mapped_column(Integer, default=1)
+    framer: Mapped[str] = mapped_column(String(8), default="socket")
+    timeout_ms: Mapped[int] = mapped_column(Integer, default=1000)
+    retries: Mapped[int] = mapped_column(Integer, default=2)
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("reading_groups.id"))
+    enabled: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[dt.datetime | None]
+    lease_token: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_cycle_at: Mapped[dt.datetime | None]
+    last_error: Mapped[str] = mapped_column(String(500), default="")
+
+    group: Mapped[ReadingGroup | None] = relationship()
+
+
+class RemoteMeter(Base):
+    """A meter read over a gateway: where it sits on the bus, how it is billed and controlled,
+    and its working state (last reading, what has been priced, alarm level, relay).
+
+    ``billing`` is ``server`` (the server prices each reading and posts it against the wallet)
+    or ``meter`` (the meter keeps its own credit; the server pushes recharges with a count).
+    ``priced_cumulative`` is how far (smallest units) use has been posted to the ledger; it only
+    moves together with the posting, in one database transaction.
+    """
+
+    __tablename__ = "remote_meters"
+    __table_args__ = (
+        UniqueConstraint("gateway_id", "address"),
+        CheckConstraint("billing IN ('server', 'meter')", name="billing"),
+        CheckConstraint("alarm_level BETWEEN 0 AND 3", name="alarm_level"),
+    )
+
+    meter_id: Mapped[int] = mapped_column(ForeignKey("meters.id"), primary_key=True)
+    gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id"), index=True)
+    address: Mapped[str] = mapped_column(String(32))
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("reading_groups.id"))
+    billing: Mapped[str] = mapped_column(String(8), default="server")
+    #: alarm thresholds of the remaining credit (fen); None: the installation's defaults
+    alarm1: Mapped[int | None] = mapped_column(Money)
+    alarm2: Mapped[int | None] = mapped_column(Money)
+    grace_minutes: Mapped[int] = mapped_column(Integer, default=0)
+    keep_power: Mapped[bool] = mapped_column(default=False)
+    #: local hours when nothing is tripped, "HH:MM-HH:MM" (may wrap midnight); None: none
+    no_trip_hours: Mapped[str | None] = mapped_column(String(11))
+    no_trip_holidays: Mapped[bool] = mapped_column(default=True)
+    # working state
+    last_reading_id: Mapped[int | None] = mapped_column(BigInteger)
+    last_cumulative: Mapped[int | None] = mapped_column(BigInteger)
+    last_read_at: Mapped[dt.datetime | None]
+    priced_cumulative: Mapped[int | None] = mapped_column(BigInteger)
+    priced_bands: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    priced_at: Mapped[dt.datetime | None]
+    ladder_start: Mapped[dt.datetime | None]
+    ladder_used: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_attempt_at: Mapped[dt.datetime | None]
+    missed: Mapped[int] = mapped_column(Integer, default=0)
+    stale: Mapped[bool] = mapped_column(default=False)
+    last_error: Mapped[str] = mapped_column(String(500), default="")
+    alarm_level: Mapped[int] = mapped_column(Integer, default=0)
+    relay: Mapped[str | None] = mapped_column(String(8))
+    relay_checked_at: Mapped[dt.datetime | None]
+    tripped: Mapped[str | None] = mapped_column(String(8))  # 'auto' or 'manual' while tripped
+    exhausted_since: Mapped[dt.datetime | None]
+    bypass: Mapped[bool] = mapped_column(default=False)
+    recharge_count: Mapped[int] = mapped_column(Integer, default=0)
+    meter_recharge_count: Mapped[int | None] = mapped_column(Integer)
+
+    meter: Mapped[Meter] = relationship()
+    gateway: Mapped[Gateway] = relationship()
+    group: Mapped[ReadingGroup | None] = relationship()
+
+
+class MeterReadingArchive(Base):
+    """Readings moved out of ``meter_readings`` after the retention period (same columns)."""
+
+    __tablename__ = "meter_readings_archive"
+    __table_args__ = (Index("ix_meter_readings_archive_meter_id_taken_at", "meter_id", "taken_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=False)
+    meter_id: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[str] = mapped_column(String(16))
+    taken_at: Mapped[dt.datetime]
+    received_at: Mapped[dt.datetime]
+    cumulative: Mapped[int] = mapped_column(BigInteger)
+    remaining: Mapped[int | None] = mapped_column(BigInteger)
+    last_seq: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[int] = mapped_column(Integer, default=0)
+    card_id: Mapped[int | None] = mapped_column(BigInteger)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    archived_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class MeterEvent(Base):
+    """Something that happened to a remote meter: an alarm crossing, a trip or close, a bypass,
+    a missed reading, a recharge mismatch. What the alarm page and the notices are made from."""
+
+    __tablename__ = "meter_events"
+    __table_args__ = (Index("ix_meter_events_meter_id_at", "meter_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    meter_id: Mapped[int] = mapped_column(ForeignKey("meters.id"))
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    event: Mapped[str] = mapped_column(String(32), index=True)
+    level: Mapped[int | None] = mapped_column(Integer)
+    balance: Mapped[int | None] = mapped_column(Money)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class RelayCommand(Base):
+    """A relay command sent to a remote meter, and the relay state read back after it."""
+
+    __tablename__ = "relay_commands"
+    __table_args__ = (
+        CheckConstraint("command IN ('trip', 'close', 'keep', 'release')", name="command"),
+        CheckConstraint("status IN ('sent', 'done', 'failed', 'mismatch')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    meter_id: Mapped[int] = mapped_column(ForeignKey("meters.id"), index=True)
+    command: Mapped[str] = mapped_column(String(8))
+    source: Mapped[str] = mapped_column(String(8))  # 'auto' or 'manual'
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id"))
+    reason: Mapped[str] = mapped_column(String(300), default="")
+    status: Mapped[str] = mapped_column(String(8), default="sent")
+    relay_after: Mapped[str | None] = mapped_column(String(8))
+    error: Mapped[str] = mapped_column(String(500), default="")
+    requested_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    done_at: Mapped[dt.datetime | None]
+
+
+class RemoteRecharge(Base):
+    """A purchase pushed to a meter that keeps its own credit, numbered by recharge count.
+
+    The meter accepts only the next count; ``status`` is ``pending`` until the meter's count is
+    read back as this one (``accepted``), or the meter shows another count (``mismatch``).
+    """
+
+    __tablename__ = "remote_recharges"
+    __table_args__ = (
+        UniqueConstraint("meter_id", "count"),
+        CheckConstraint("status IN ('pending', 'accepted', 'failed', 'mismatch')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    meter_id: Mapped[int] = mapped_column(ForeignKey("meters.id"), index=True)
+    count: Mapped[int] = mapped_column(Integer)
+    amount: Mapped[int] = mapped_column(Money)
+    idempotency_key: Mapped[str] = mapped_column(String(100), unique=True)
+    transaction_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_transactions.id"))
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    pushed_at: Mapped[dt.datetime | None]
+    confirmed_at: Mapped[dt.datetime | None]
+    meter_count: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str] = mapped_column(String(500), default="")
+
+
+class Holiday(Base):
+    """A day on which nothing is tripped (for meters that observe holidays); office None: all."""
+
+    __tablename__ = "holidays"
+    __table_args__ = (UniqueConstraint("office_id", "day"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    office_id: Mapped[int | None] = mapped_column(ForeignKey("offices.id"))
+    day: Mapped[dt.date]
+    name: Mapped[str] = mapped_column(String(100), default="")
+
+
+class Notification(Base):
+    """A message sent (or refused by the rate limit, or failed) through a notifier channel."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        CheckConstraint("status IN ('sent', 'failed', 'limited')", name="status"),
+        Index("ix_notifications_recipient_created_at", "recipient", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    recipient: Mapped[str] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(String(300), default="")
+    body: Mapped[str] = mapped_column(String(4000), default="")
+    status: Mapped[str] = mapped_column(String(8))
+    error: Mapped[str] = mapped_column(String(500), default="")
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("meter_events.id"), index=True)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
 
 
 # Site identity and keys -------------------------------------------------------------------------
