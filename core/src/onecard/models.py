@@ -512,6 +512,8 @@ class MeterEvent(Base):
     balance: Mapped[int | None] = mapped_column(Money)
     customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: when its notices were sent (None: not yet, or it needs none)
+    noticed_at: Mapped[dt.datetime | None]
 
 
 class RelayCommand(Base):

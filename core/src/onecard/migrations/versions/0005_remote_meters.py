@@ -116,6 +116,7 @@ def upgrade() -> None:
         sa.Column("balance", sa.BigInteger(), nullable=True),
         sa.Column("customer_id", Id, nullable=True),
         sa.Column("detail", sa.JSON(), nullable=False),
+        sa.Column("noticed_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["customer_id"], ["customers.id"], name=op.f("fk_meter_events_customer_id_customers")
         ),

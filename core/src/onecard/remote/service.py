@@ -1,0 +1,778 @@
+"""The reading service: reads every gateway's meters on a schedule and acts on what it read.
+
+One asyncio event loop runs all buses concurrently; on each bus the meters are read strictly one
+after another. A cycle of a gateway: take its lease (:mod:`onecard.remote.lease`), read its due
+meters (with retries and backoff), store each batch in its own transaction
+(:func:`onecard.remote.fees.store_outcomes`, run in a worker thread while the bus reads on), send
+the relay commands and recharge pushes that were decided and read the result back, send the
+notices of new alarm events, give the lease back.
+
+APScheduler (``AsyncIOScheduler``) runs a job per gateway and reading interval: the interval of
+the meter's group, else the gateway's group, else the default (30 minutes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.orm import Session, aliased, sessionmaker
+
+from onecard.audit import Actor, record
+from onecard.errors import Conflict, InvalidInput, NotFound
+from onecard.ledger import operations as ops
+from onecard.models import (
+    Gateway,
+    Meter,
+    MeterEvent,
+    MeterReading,
+    MeterReadingArchive,
+    ReadingGroup,
+    RelayCommand,
+    RemoteMeter,
+    RemoteRecharge,
+    utcnow,
+)
+from onecard.remote import lease
+from onecard.remote.bus import Bus
+from onecard.remote.fees import Action, Context, Outcome, Policy, Stored, store_outcomes
+from onecard.remote.inventory import link_of
+from onecard.remote.types import (
+    RELAY_COMMANDS,
+    GatewayOffline,
+    MeterError,
+    MeterRef,
+    RemoteReading,
+)
+from onecard.utility import UtilityRegistry
+
+log = logging.getLogger("onecard.remote")
+
+DEFAULT_MINUTES = 30
+EXPECTED_RELAY = {"trip": "open", "close": "closed", "keep": "closed"}
+
+
+@dataclass
+class Target:
+    ref: MeterRef
+    protocol: Any
+
+
+@dataclass
+class CycleReport:
+    """What one gateway cycle did."""
+
+    gateway: str
+    busy: str | None = None
+    meters: int = 0
+    read: int = 0
+    missed: int = 0
+    priced: int = 0
+    posted_fen: int = 0
+    commands: list[dict[str, Any]] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    events: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "gateway": self.gateway,
+            "busy": self.busy,
+            "meters": self.meters,
+            "read": self.read,
+            "missed": self.missed,
+            "priced": self.priced,
+            "posted_fen": self.posted_fen,
+            "commands": self.commands,
+            "errors": dict(self.errors),
+            "events": self.events,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+NoticeSender = Callable[[Session, MeterEvent], None]
+
+
+class ReadingService:
+    """Reads, prices, alarms and controls remote meters. One per process; many may share a DB."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        utilities: UtilityRegistry,
+        *,
+        policy: Policy | None = None,
+        owner: str | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
+        notices: NoticeSender | None = None,
+        batch: int = 500,
+        lease_ttl: dt.timedelta = dt.timedelta(minutes=10),
+        default_minutes: int = DEFAULT_MINUTES,
+        backoff: float = 0.1,
+    ) -> None:
+        self.sessions = sessions
+        self.utilities = utilities
+        self.ctx = Context(utilities, policy)
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.clock = clock
+        self.notices = notices
+        self.batch = batch
+        self.lease_ttl = lease_ttl
+        self.default_minutes = default_minutes
+        self.backoff = backoff
+        self.scheduler: Any = None
+
+    # One cycle -------------------------------------------------------------------------------
+
+    def _targets(
+        self, session: Session, gateway_id: int, minutes: int | None
+    ) -> tuple[Gateway, list[Target]]:
+        gateway = session.get(Gateway, gateway_id)
+        if gateway is None:
+            raise NotFound(f"no gateway #{gateway_id}", field="gateway")
+        own = aliased(ReadingGroup)
+        rows = session.execute(
+            select(RemoteMeter, Meter, own.interval_minutes)
+            .join(Meter, Meter.id == RemoteMeter.meter_id)
+            .outerjoin(own, own.id == RemoteMeter.group_id)
+            .where(RemoteMeter.gateway_id == gateway_id, Meter.state == "active")
+            .order_by(RemoteMeter.address)
+        ).all()
+        default = gateway.group.interval_minutes if gateway.group else self.default_minutes
+        targets = []
+        for remote, meter, interval in rows:
+            if minutes is not None and (interval or default) != minutes:
+                continue
+            kind = self.utilities.get(meter.kind)
+            targets.append(
+                Target(
+                    ref=MeterRef(
+                        meter_id=meter.id,
+                        serial=meter.serial,
+                        kind=meter.kind,
+                        address=remote.address,
+                        model=meter.model,
+                    ),
+                    protocol=kind.protocols.get(meter.protocol),
+                )
+            )
+        return gateway, targets
+
+    def intervals(self, session: Session, gateway_id: int) -> set[int]:
+        gateway = session.get(Gateway, gateway_id)
+        if gateway is None:
+            return set()
+        default = gateway.group.interval_minutes if gateway.group else self.default_minutes
+        own = aliased(ReadingGroup)
+        found = session.execute(
+            select(own.interval_minutes)
+            .select_from(RemoteMeter)
+            .outerjoin(own, own.id == RemoteMeter.group_id)
+            .where(RemoteMeter.gateway_id == gateway_id)
+            .distinct()
+        ).scalars()
+        return {m or default for m in found}
+
+    def _acquire(self, gateway_id: int) -> tuple[int | None, str | None]:
+        with self.sessions() as session:
+            token = lease.acquire(
+                session, gateway_id, self.owner, now=self.clock(), ttl=self.lease_ttl
+            )
+            holder = None
+            if token is None:
+                holder = session.execute(
+                    select(Gateway.lease_owner).where(Gateway.id == gateway_id)
+                ).scalar()
+            session.commit()
+            return token, holder
+
+    def _release(self, gateway_id: int, token: int, error: str) -> None:
+        with self.sessions() as session:
+            gateway = session.get(Gateway, gateway_id)
+            if gateway is not None and gateway.lease_token == token:
+                gateway.last_cycle_at = self.clock()
+                gateway.last_error = error[:500]
+            lease.release(session, gateway_id, self.owner, token)
+            session.commit()
+
+    def _store(self, gateway_id: int, token: int, outcomes: Sequence[Outcome]) -> Stored:
+        with self.sessions() as session:
+            now = self.clock()
+            lease.check(session, gateway_id, self.owner, token, now=now, ttl=self.lease_ttl)
+            stored = store_outcomes(session, self.ctx, outcomes, now=now)
+            session.commit()
+            return stored
+
+    async def _read(self, bus: Bus, target: Target, retries: int) -> Outcome:
+        error: MeterError | None = None
+        attempts = 0
+        limit = max(bus.link.timeout * 4, 2.0)
+        for attempt in range(retries + 1):
+            attempts += 1
+            try:
+                reading: RemoteReading = await asyncio.wait_for(
+                    target.protocol.read(bus, target.ref), timeout=limit
+                )
+                return Outcome(target.ref.meter_id, self.clock(), reading, attempts=attempts)
+            except GatewayOffline:
+                raise
+            except MeterError as exc:
+                error = exc
+                if not exc.retry:
+                    break
+            except TimeoutError:
+                error = MeterError(f"no answer within {limit:g} s")
+                error.code = "timeout"
+            except Exception as exc:  # a protocol bug must not stop the bus
+                log.exception("meter %s: the protocol failed", target.ref.serial)
+                error = MeterError(f"{type(exc).__name__}: {exc}", retry=False)
+                break
+            if attempt < retries:
+                await asyncio.sleep(self.backoff * 2**attempt)
+        return Outcome(target.ref.meter_id, self.clock(), error=error, attempts=attempts)
+
+    async def cycle(self, gateway_id: int, *, minutes: int | None = None) -> CycleReport:
+        """Read a gateway's meters (those read every ``minutes``; None: all) and act on them."""
+        started = time.monotonic()
+        token, holder = await asyncio.to_thread(self._acquire, gateway_id)
+        with self.sessions() as session:
+            gateway, targets = self._targets(session, gateway_id, minutes)
+            link = link_of(gateway)
+            retries = gateway.retries
+            report = CycleReport(gateway=gateway.code, meters=len(targets))
+        if token is None:
+            report.busy = holder or "another instance"
+            return report
+        bus = Bus(link)
+        error = ""
+        actions: list[Action] = []
+        events: list[int] = []
+        try:
+            pending: asyncio.Task[Stored] | None = None
+            outcomes: list[Outcome] = []
+            by_id = {t.ref.meter_id: t for t in targets}
+
+            async def flush(batch: list[Outcome]) -> None:
+                nonlocal pending
+                if pending is not None:
+                    self._account(report, await pending, actions, events)
+                pending = asyncio.create_task(
+                    asyncio.to_thread(self._store, gateway_id, token, batch)
+                )
+
+            offline: GatewayOffline | None = None
+            for target in targets:
+                if offline is not None:
+                    outcome = Outcome(target.ref.meter_id, self.clock(), error=offline)
+                else:
+                    try:
+                        outcome = await self._read_connected(bus, target, retries)
+                    except GatewayOffline as exc:
+                        offline = exc
+                        error = f"offline: {exc}"
+                        outcome = Outcome(target.ref.meter_id, self.clock(), error=exc)
+                if outcome.error is not None:
+                    report.errors[outcome.error.code] += 1
+                outcomes.append(outcome)
+                if len(outcomes) >= self.batch:
+                    await flush(outcomes)
+                    outcomes = []
+            if outcomes:
+                await flush(outcomes)
+            if pending is not None:
+                self._account(report, await pending, actions, events)
+            if actions and offline is None:
+                results = [await self._act(bus, by_id[a.meter_id], a) for a in actions]
+                await asyncio.to_thread(self._record_actions, gateway_id, token, results, None)
+                report.commands.extend(
+                    {k: v for k, v in r.items() if k != "action"} for r in results
+                )
+        except lease.LeaseLost as exc:
+            error = str(exc)
+            log.warning("%s", exc)
+        finally:
+            await bus.close()
+            await asyncio.to_thread(self._release, gateway_id, token, error)
+        if events:
+            await asyncio.to_thread(self.send_notices, events)
+        report.events = len(events)
+        report.seconds = time.monotonic() - started
+        return report
+
+    async def _read_connected(self, bus: Bus, target: Target, retries: int) -> Outcome:
+        """Read one meter; a gateway that will not connect is retried with backoff first."""
+        for attempt in range(retries + 1):
+            try:
+                return await self._read(bus, target, retries)
+            except GatewayOffline:
+                if attempt == retries:
+                    raise
+                await bus.close()
+                await asyncio.sleep(self.backoff * 2**attempt)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _account(
+        report: CycleReport, stored: Stored, actions: list[Action], events: list[int]
+    ) -> None:
+        report.read += stored.readings
+        report.missed += stored.missed
+        report.priced += stored.priced
+        report.posted_fen += stored.posted_fen
+        actions.extend(stored.actions)
+        events.extend(stored.events)
+
+    # Commands --------------------------------------------------------------------------------
+
+    async def _act(self, bus: Bus, target: Target, action: Action) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "meter": f"{target.ref.kind}:{target.ref.serial}",
+            "what": action.what,
+            "source": action.source,
+            "action": action,
+        }
+        limit = max(bus.link.timeout * 4, 2.0)
+        try:
+            if action.what == "recharge":
+                assert action.amount is not None and action.count is not None
+                await asyncio.wait_for(
+                    target.protocol.recharge(bus, target.ref, action.amount, action.count), limit
+                )
+            else:
+                await asyncio.wait_for(target.protocol.command(bus, target.ref, action.what), limit)
+        except (MeterError, TimeoutError) as exc:
+            out["error"] = f"{getattr(exc, 'code', 'timeout')}: {exc}"
+        try:
+            back = await asyncio.wait_for(target.protocol.read(bus, target.ref), limit)
+            out["relay"] = back.relay
+            out["recharge_count"] = back.recharge_count
+        except (MeterError, TimeoutError) as exc:
+            out.setdefault("error", f"read-back failed: {exc}")
+        return out
+
+    def _record_actions(
+        self,
+        gateway_id: int | None,
+        token: int | None,
+        results: Sequence[dict[str, Any]],
+        actor: Actor | None,
+        reason: str = "",
+    ) -> list[dict[str, Any]]:
+        with self.sessions() as session:
+            now = self.clock()
+            if gateway_id is not None and token is not None:
+                lease.check(session, gateway_id, self.owner, token, now=now, ttl=self.lease_ttl)
+            for result in results:
+                self._record_one(session, result, now, actor, reason)
+            session.commit()
+        return [dict(r) for r in results]
+
+    def _record_one(
+        self,
+        session: Session,
+        result: dict[str, Any],
+        now: dt.datetime,
+        actor: Actor | None,
+        reason: str,
+    ) -> None:
+        action: Action = result["action"]
+        remote = session.get(RemoteMeter, action.meter_id)
+        assert remote is not None
+        relay = result.get("relay")
+        if relay:
+            remote.relay = relay
+            remote.relay_checked_at = now
+        if action.what == "recharge":
+            push = session.get(RemoteRecharge, action.recharge_id)
+            if push is not None and push.status == "pending":
+                push.pushed_at = now
+                count = result.get("recharge_count")
+                if count is not None:
+                    remote.meter_recharge_count = count
+                if count is not None and count >= push.count:
+                    self._accept(session, push, now)
+                elif "error" in result:
+                    push.error = str(result["error"])[:500]
+            result["status"] = push.status if push else "gone"
+            return
+        expected = EXPECTED_RELAY.get(action.what)
+        if "error" in result and relay is None:
+            status = "failed"
+        elif expected is not None and relay is not None and relay != expected:
+            status = "mismatch"
+        elif "error" in result and "read-back" not in str(result["error"]):
+            status = "failed"
+        else:
+            status = "done"
+        result["status"] = status
+        session.add(
+            RelayCommand(
+                meter_id=action.meter_id,
+                command=action.what,
+                source=action.source,
+                operator_id=actor.operator_id if actor else None,
+                reason=reason[:300],
+                status=status,
+                relay_after=relay,
+                error=str(result.get("error", ""))[:500],
+                requested_at=now,
+                done_at=now,
+            )
+        )
+        meter = session.get(Meter, action.meter_id)
+        customer_id = None
+        if meter is not None and meter.premises is not None:
+            customer_id = meter.premises.customer_id
+        if action.what == "trip" and status in ("done", "mismatch"):
+            remote.tripped = action.source
+            if status == "mismatch" and not remote.bypass:
+                remote.bypass = True
+                event = MeterEvent(
+                    meter_id=action.meter_id,
+                    at=now,
+                    event="bypass",
+                    customer_id=customer_id,
+                    detail={"command": "trip", "relay_after": relay},
+                )
+                session.add(event)
+                session.flush()
+                result["event"] = event.id
+        elif action.what == "close" and status == "done":
+            remote.tripped = None
+            remote.bypass = False
+        elif action.what == "keep" and status in ("done", "failed"):
+            remote.keep_power = True
+        elif action.what == "release":
+            remote.keep_power = False
+        if status in ("done", "mismatch") and action.what in ("trip", "close"):
+            session.add(
+                MeterEvent(
+                    meter_id=action.meter_id,
+                    at=now,
+                    event=action.what,
+                    customer_id=customer_id,
+                    detail={"source": action.source, "relay_after": relay, "status": status},
+                )
+            )
+        if actor is not None:
+            record(
+                session,
+                actor,
+                f"meter.{action.what}",
+                [f"meter:{meter.kind}:{meter.serial}" if meter else f"meter:{action.meter_id}"],
+                detail={"status": status, "relay_after": relay, "reason": reason},
+                customer_id=customer_id,
+            )
+
+    def _accept(self, session: Session, push: RemoteRecharge, now: dt.datetime) -> None:
+        """The meter holds the pushed credit: it leaves the wallet as revenue."""
+        from onecard.ledger import accounts as acc
+
+        push.status = "accepted"
+        push.confirmed_at = now
+        ops.consume(
+            session,
+            wallet=acc.meter_wallet_code(push.meter_id),
+            amount=push.amount,
+            idempotency_key=f"remote-recharge:{push.meter_id}:{push.count}",
+            memo=f"recharge #{push.count} delivered to the meter",
+        )
+
+    async def manual(
+        self, meter_id: int, command: str, actor: Actor, reason: str, *, wait: float = 30.0
+    ) -> dict[str, Any]:
+        """Send a relay command (trip, close, keep, release) now, as an operator; audited."""
+        if command not in RELAY_COMMANDS:
+            raise InvalidInput(
+                f"command must be one of {', '.join(RELAY_COMMANDS)}, not {command!r}",
+                field="command",
+            )
+        if not reason.strip():
+            raise InvalidInput("give a reason for the command", field="reason")
+        with self.sessions() as session:
+            remote = session.get(RemoteMeter, meter_id)
+            if remote is None:
+                raise NotFound("the meter is not a remote meter", field="meter")
+            gateway_id = remote.gateway_id
+        deadline = time.monotonic() + wait
+        while True:
+            token, holder = await asyncio.to_thread(self._acquire, gateway_id)
+            if token is not None:
+                break
+            if time.monotonic() > deadline:
+                raise Conflict(
+                    f"the gateway is busy (held by {holder}); try again shortly", field="meter"
+                )
+            await asyncio.sleep(0.5)
+        try:
+            with self.sessions() as session:
+                gateway = session.get(Gateway, gateway_id)
+                assert gateway is not None
+                link = link_of(gateway)
+                _, targets = self._targets(session, gateway_id, None)
+            target = next((t for t in targets if t.ref.meter_id == meter_id), None)
+            if target is None:
+                raise NotFound("the meter is not active on its gateway", field="meter")
+            bus = Bus(link)
+            try:
+                result = await self._act(bus, target, Action(meter_id, command, source="manual"))
+            finally:
+                await bus.close()
+            results = await asyncio.to_thread(
+                self._record_actions, gateway_id, token, [result], actor, reason
+            )
+        finally:
+            await asyncio.to_thread(self._release, gateway_id, token, "")
+        out = {k: v for k, v in results[0].items() if k != "action"}
+        if "event" in out:
+            await asyncio.to_thread(self.send_notices, [out["event"]])
+        return out
+
+    # Notices ---------------------------------------------------------------------------------
+
+    def send_notices(self, event_ids: Iterable[int] | None = None) -> int:
+        """Send the notices of events not yet noticed (all pending ones when ``event_ids`` is
+        None: what a crash left unsent). Each event is noticed once."""
+        sent = 0
+        with self.sessions() as session:
+            q = select(MeterEvent.id).where(
+                MeterEvent.noticed_at.is_(None),
+                MeterEvent.event.in_(
+                    ("alarm1", "alarm2", "exhausted", "bypass", "recharge_mismatch")
+                ),
+            )
+            if event_ids is not None:
+                q = q.where(MeterEvent.id.in_(list(event_ids)))
+            ids = list(session.execute(q.order_by(MeterEvent.id)).scalars())
+        for event_id in ids:
+            with self.sessions() as session:
+                event = session.get(MeterEvent, event_id, with_for_update=True)
+                if event is None or event.noticed_at is not None:
+                    continue
+                if self.notices is not None:
+                    self.notices(session, event)
+                event.noticed_at = self.clock()
+                session.commit()
+                sent += 1
+        return sent
+
+    # Remote recharge -------------------------------------------------------------------------
+
+    def archive(self, older_than: dt.timedelta) -> int:
+        """Move readings older than ``older_than`` to the archive, keeping each meter's newest."""
+        cutoff = self.clock() - older_than
+        with self.sessions() as session:
+            moved = archive_readings(session, cutoff)
+            session.commit()
+        return moved
+
+    # The schedule ----------------------------------------------------------------------------
+
+    def start(self, *, archive_days: int = 90) -> Any:
+        """Start the APScheduler jobs on the running event loop (call from a coroutine)."""
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=dt.UTC)
+        self.scheduler = scheduler
+        self.sync_jobs()
+        scheduler.add_job(self.sync_jobs, "interval", seconds=60, id="sync", max_instances=1)
+        scheduler.add_job(
+            self.archive,
+            "cron",
+            hour=3,
+            args=[dt.timedelta(days=archive_days)],
+            id="archive",
+            max_instances=1,
+        )
+        scheduler.add_job(self.send_notices, "interval", minutes=5, id="notices", max_instances=1)
+        scheduler.start()
+        return scheduler
+
+    def sync_jobs(self) -> None:
+        """Make the jobs match the gateways and intervals in the database."""
+        scheduler = self.scheduler
+        wanted: dict[str, tuple[int, int]] = {}
+        with self.sessions() as session:
+            for gateway_id in session.execute(
+                select(Gateway.id).where(Gateway.enabled.is_(True))
+            ).scalars():
+                for minutes in self.intervals(session, gateway_id):
+                    wanted[f"gateway-{gateway_id}-{minutes}"] = (gateway_id, minutes)
+        existing = {job.id for job in scheduler.get_jobs() if job.id.startswith("gateway-")}
+        for job_id in existing - set(wanted):
+            scheduler.remove_job(job_id)
+        for job_id, (gateway_id, minutes) in wanted.items():
+            if job_id in existing:
+                continue
+            scheduler.add_job(
+                self.cycle,
+                "interval",
+                minutes=minutes,
+                args=[gateway_id],
+                kwargs={"minutes": minutes},
+                id=job_id,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=minutes * 30,
+                next_run_time=dt.datetime.now(dt.UTC),
+            )
+
+    async def cycle_all(self) -> list[CycleReport]:
+        """Read every enabled gateway once, all buses at the same time."""
+        with self.sessions() as session:
+            ids = list(
+                session.execute(
+                    select(Gateway.id).where(Gateway.enabled.is_(True)).order_by(Gateway.code)
+                ).scalars()
+            )
+        return list(await asyncio.gather(*(self.cycle(g) for g in ids)))
+
+
+def archive_readings(session: Session, cutoff: dt.datetime) -> int:
+    """Move readings taken before ``cutoff`` into ``meter_readings_archive``, except each
+    meter's newest reading. Does not commit."""
+    newest = select(func.max(MeterReading.id)).group_by(MeterReading.meter_id).scalar_subquery()
+    old = select(MeterReading).where(MeterReading.taken_at < cutoff, MeterReading.id.not_in(newest))
+    rows = session.execute(old).scalars().all()
+    if not rows:
+        return 0
+    now = utcnow()
+    session.execute(
+        insert(MeterReadingArchive),
+        [
+            {
+                "id": r.id,
+                "meter_id": r.meter_id,
+                "source": r.source,
+                "taken_at": r.taken_at,
+                "received_at": r.received_at,
+                "cumulative": r.cumulative,
+                "remaining": r.remaining,
+                "last_seq": r.last_seq,
+                "status": r.status,
+                "card_id": r.card_id,
+                "detail": r.detail,
+                "archived_at": now,
+            }
+            for r in rows
+        ],
+    )
+    session.execute(
+        delete(MeterReading).where(MeterReading.id.in_([r.id for r in rows])),
+        execution_options={"synchronize_session": False},
+    )
+    return len(rows)
+
+
+def recharge(
+    session: Session,
+    actor: Actor,
+    meter_id: int,
+    *,
+    amount: int,
+    office_id: int,
+    idempotency_key: str,
+    method: str = "cash",
+) -> RemoteRecharge:
+    """Sell credit for a meter that keeps its own credit and queue its push, numbered with the
+    next recharge count. A retry with the same key returns the first push. Does not commit."""
+    from onecard.ledger import accounts as acc
+
+    existing = session.execute(
+        select(RemoteRecharge).where(RemoteRecharge.idempotency_key == idempotency_key)
+    ).scalar_one_or_none()
+    if existing is not None:
+        if existing.meter_id != meter_id or existing.amount != amount:
+            raise Conflict(
+                f"idempotency key {idempotency_key!r} was used for another recharge",
+                field="idempotency_key",
+            )
+        return existing
+    remote = session.get(RemoteMeter, meter_id, with_for_update=True)
+    if remote is None:
+        raise NotFound("the meter is not a remote meter", field="meter")
+    if remote.billing != "meter":
+        raise InvalidInput(
+            "this meter is billed by the server: sell into its wallet instead", field="meter"
+        )
+    posted = ops.sale(
+        session,
+        wallet=acc.meter_wallet_code(meter_id),
+        amount=amount,
+        office_id=office_id,
+        idempotency_key=f"remote-sale:{idempotency_key}",
+        method=method,
+        operator_id=actor.operator_id,
+        memo="remote recharge",
+    )
+    remote.recharge_count += 1
+    push = RemoteRecharge(
+        meter_id=meter_id,
+        count=remote.recharge_count,
+        amount=amount,
+        idempotency_key=idempotency_key,
+        transaction_id=posted.id,
+        operator_id=actor.operator_id,
+    )
+    session.add(push)
+    session.flush()
+    record(
+        session,
+        actor,
+        "meter.recharge",
+        [f"meter:{meter_id}"],
+        detail={"amount": amount, "count": push.count, "key": idempotency_key},
+        office_id=office_id,
+    )
+    return push
+
+
+async def push_recharge(service: ReadingService, push_id: int) -> dict[str, Any]:
+    """Push a queued recharge now (the next cycle would otherwise do it) and read it back."""
+    with service.sessions() as session:
+        push = session.get(RemoteRecharge, push_id)
+        if push is None:
+            raise NotFound(f"no recharge #{push_id}", field="recharge")
+        remote = session.get(RemoteMeter, push.meter_id)
+        assert remote is not None
+        gateway_id = remote.gateway_id
+        action = Action(
+            meter_id=push.meter_id,
+            what="recharge",
+            source="manual",
+            recharge_id=push.id,
+            amount=Decimal(push.amount) / 100,
+            count=push.count,
+        )
+    token, holder = await asyncio.to_thread(service._acquire, gateway_id)
+    if token is None:
+        return {"status": "pending", "busy": holder}
+    try:
+        with service.sessions() as session:
+            gateway = session.get(Gateway, gateway_id)
+            assert gateway is not None
+            link = link_of(gateway)
+            _, targets = service._targets(session, gateway_id, None)
+        target = next(t for t in targets if t.ref.meter_id == action.meter_id)
+        bus = Bus(link)
+        try:
+            result = await service._act(bus, target, action)
+        finally:
+            await bus.close()
+        results = await asyncio.to_thread(
+            service._record_actions, gateway_id, token, [result], None
+        )
+    finally:
+        await asyncio.to_thread(service._release, gateway_id, token, "")
+    return {k: v for k, v in results[0].items() if k != "action"}
