@@ -27,6 +27,7 @@ from onecard.errors import InvalidInput, OnecardError
 from onecard.ledger import accounts as acc
 from onecard.models import Operator
 from onecard.money import format_fen, parse_yuan
+from onecard.remote.cli import meters_group
 from onecard.runtime import Runtime
 from onecard.tariffs.cli import tariff_group
 
@@ -662,6 +663,7 @@ def _demo_keys(rt: Runtime) -> None:
 cli.add_command(keys_group)
 cli.add_command(card_group)
 cli.add_command(tariff_group)
+cli.add_command(meters_group)
 
 
 def main() -> None:

@@ -271,6 +271,7 @@ def _store_one(
     remote.missed = 0
     remote.stale = False
     remote.last_error = ""
+    repeated = remote.last_read_at is not None and outcome.at <= remote.last_read_at
     remote.last_cumulative = cumulative
     remote.last_read_at = outcome.at
     if reading.relay:
@@ -289,18 +290,19 @@ def _store_one(
         credit = remaining
         _check_recharges(session, remote, reading, events, result, customer_id, outcome.at)
 
-    readings.append(
-        {
-            "meter_id": remote.meter_id,
-            "source": "remote",
-            "taken_at": outcome.at,
-            "received_at": now,
-            "cumulative": cumulative,
-            "remaining": remaining,
-            "status": 0,
-            "detail": detail,
-        }
-    )
+    if not repeated:  # the same instant read again (a retried cycle) is stored once
+        readings.append(
+            {
+                "meter_id": remote.meter_id,
+                "source": "remote",
+                "taken_at": outcome.at,
+                "received_at": now,
+                "cumulative": cumulative,
+                "remaining": remaining,
+                "status": 0,
+                "detail": detail,
+            }
+        )
     if credit is None:
         return
     policy = ctx.policy
