@@ -39,7 +39,7 @@ def smtp() -> Iterator[tuple[int, list[bytes]]]:
     received: list[bytes] = []
 
     class Handler:
-        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]  # noqa: N802
             received.append(envelope.original_content or envelope.content)
             return "250 OK"
 
