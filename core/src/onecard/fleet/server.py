@@ -255,6 +255,8 @@ class Fleet:
         if name in self.ports:
             raise ValueError(f"a port named {name!r} already exists")
         port = Port(name, protocol, **options)
+        if hasattr(port.responder, "clock"):  # meters that answer with their own clock
+            port.responder.clock = self.clock
         self.ports[name] = port
         return port
 
