@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from onecard import UtilityRegistry, hookimpl
+from onecard.remote.modbus import ModbusProtocol
 from onecard_electric.card import LAYOUT
+from onecard_electric.dlt645 import Dlt645Protocol
 from onecard_electric.tariff import FlatModel, TieredModel, TieredTouModel, TouModel
 
 __version__ = "0.1.0"
@@ -22,3 +24,5 @@ def onecard_register_utilities(registry: UtilityRegistry) -> None:
     kind.tariffs.add("tou", TouModel())
     kind.tariffs.add("tiered", TieredModel())
     kind.tariffs.add("tiered_tou", TieredTouModel())
+    kind.protocols.add("dlt645", Dlt645Protocol())
+    kind.protocols.add("modbus", ModbusProtocol.from_package("onecard_electric"))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from onecard import UtilityRegistry, hookimpl
+from onecard.remote.modbus import ModbusProtocol
+from onecard_gas import cjt188
 from onecard_gas.card import LAYOUT
 from onecard_gas.tariff import FlatModel, TieredModel
 
@@ -15,3 +17,5 @@ def onecard_register_utilities(registry: UtilityRegistry) -> None:
     kind.set_card_layout(LAYOUT)
     kind.tariffs.add("tiered", TieredModel())
     kind.tariffs.add("flat", FlatModel())
+    kind.protocols.add("cjt188", cjt188.protocol())
+    kind.protocols.add("modbus", ModbusProtocol.from_package("onecard_gas"))

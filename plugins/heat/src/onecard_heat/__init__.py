@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from onecard import UtilityRegistry, hookimpl
+from onecard.remote.modbus import ModbusProtocol
+from onecard_heat import cjt188
 from onecard_heat.card import LAYOUT
 from onecard_heat.tariff import KWH_PER_GJ, AreaOnlyModel, TwoPartModel
 
@@ -22,3 +24,5 @@ def onecard_register_utilities(registry: UtilityRegistry) -> None:
     kind.set_card_layout(LAYOUT)
     kind.tariffs.add(TwoPartModel.name, TwoPartModel())
     kind.tariffs.add(AreaOnlyModel.name, AreaOnlyModel())
+    kind.protocols.add("cjt188", cjt188.protocol())
+    kind.protocols.add("modbus", ModbusProtocol.from_package("onecard_heat"))

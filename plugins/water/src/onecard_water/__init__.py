@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from onecard import UtilityRegistry, hookimpl
+from onecard.remote.modbus import ModbusProtocol
+from onecard_water import cjt188
 from onecard_water.card import layout
 from onecard_water.tariff import FlatModel, StepsModel
 
@@ -23,3 +25,5 @@ def onecard_register_utilities(registry: UtilityRegistry) -> None:
         kind.set_card_layout(layout(code))
         kind.tariffs.add("steps", StepsModel())
         kind.tariffs.add("flat", FlatModel())
+        kind.protocols.add("cjt188", cjt188.protocol(code))
+        kind.protocols.add("modbus", ModbusProtocol.from_package("onecard_water"))
