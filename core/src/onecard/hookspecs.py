@@ -13,6 +13,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
+    from onecard.notify import NotifierRegistry
     from onecard.utility import UtilityRegistry
 
 hookspec = pluggy.HookspecMarker("onecard")
@@ -26,3 +27,8 @@ def onecard_register_utilities(registry: UtilityRegistry) -> None:
 @hookspec
 def onecard_register_commands(cli: click.Group) -> None:
     """Add subcommands to the ``onecard`` command line."""
+
+
+@hookspec
+def onecard_register_notifiers(registry: NotifierRegistry) -> None:
+    """Register notification channels (e-mail, SMS gateways) and SMS connectors."""

@@ -9,10 +9,15 @@ is: through their distribution's entry point. Two environment variables choose w
     never load these (the tox way of blocking a plugin that misbehaves).
 
 Tests pass their plugin list explicitly, so nothing installed is loaded by accident.
+
+The core's own hook implementations (:data:`BUILTINS`: the e-mail and SMS notification channels)
+are registered with every manager, on both paths, before the plugins. They are not plugins a user
+chooses, so they are not in :attr:`Plugins.info` and ``onecard plugins`` does not list them.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,11 +29,14 @@ import pluggy
 
 from onecard import hookspecs
 from onecard.errors import PluginError
+from onecard.notify.registry import NotifierRegistry
 from onecard.utility import UtilityRegistry
 
 GROUP = "onecard"
 ENV_ONLY = "ONECARD_PLUGINS"
 ENV_DISABLED = "ONECARD_DISABLED_PLUGINS"
+#: the core's built-in hook modules, registered under their module names
+BUILTINS = ("onecard.notify.builtin",)
 
 
 @dataclass(frozen=True)
@@ -43,11 +51,13 @@ class PluginInfo:
 
 @dataclass
 class Plugins:
-    """The loaded plugins, their manager, and the frozen utility registry they filled."""
+    """The loaded plugins, their manager, and the frozen registries they filled."""
 
     manager: pluggy.PluginManager
     utilities: UtilityRegistry
     info: list[PluginInfo] = field(default_factory=list)
+    #: notification channels and SMS connectors (the core's and the plugins'), frozen
+    notifiers: NotifierRegistry = field(default_factory=NotifierRegistry)
 
     @property
     def hook(self) -> Any:
@@ -108,6 +118,8 @@ def load_plugins(
     environ = os.environ if env is None else env
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
+    for builtin in BUILTINS:
+        _register(pm, importlib.import_module(builtin), builtin)
     info: list[PluginInfo] = []
     if plugins is None:
         only_raw = environ.get(ENV_ONLY)
@@ -139,8 +151,10 @@ def load_plugins(
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"a plugin implements an unknown hook: {exc}") from exc
-    utilities = _register_utilities(pm, [p.name for p in info])
-    return Plugins(manager=pm, utilities=utilities, info=info)
+    names = [p.name for p in info]
+    utilities = _register_utilities(pm, names)
+    notifiers = _register_notifiers(pm, [*BUILTINS, *names])
+    return Plugins(manager=pm, utilities=utilities, info=info, notifiers=notifiers)
 
 
 def _register(pm: pluggy.PluginManager, obj: object, name: str) -> None:
@@ -192,6 +206,24 @@ def _register_utilities(pm: pluggy.PluginManager, names: list[str]) -> UtilityRe
             name,
             "onecard_register_utilities",
             "registering utilities",
+            registry=registry,
+        )
+    registry.current_plugin = None
+    registry.freeze()
+    return registry
+
+
+def _register_notifiers(pm: pluggy.PluginManager, names: list[str]) -> NotifierRegistry:
+    """Call ``onecard_register_notifiers`` plugin by plugin (the core's built-ins first)."""
+    registry = NotifierRegistry()
+    for name in names:
+        registry.current_plugin = None if name in BUILTINS else name
+        _call_one(
+            pm,
+            names,
+            name,
+            "onecard_register_notifiers",
+            "registering notifiers",
             registry=registry,
         )
     registry.current_plugin = None
