@@ -182,12 +182,21 @@ def meters_list(gateway: str | None, stale: bool, as_json: bool) -> None:
 
 @meters_group.command("poll")
 @click.option("--gateway", help="Read only this gateway (default: all, concurrently).")
+@click.option("--batch", default=500, show_default=True, help="Meters stored per transaction.")
+@click.option(
+    "--lease-seconds",
+    default=600,
+    show_default=True,
+    help="How long a gateway stays locked to this process if it dies mid-cycle.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def meters_poll(gateway: str | None, as_json: bool) -> None:
+def meters_poll(gateway: str | None, batch: int, lease_seconds: int, as_json: bool) -> None:
     """Read now: one cycle of every gateway (or one), priced, alarmed and controlled."""
     cli = _cli()
     rt = cli.state().runtime()
-    service = make_service(rt)
+    service = make_service(
+        rt, batch=max(1, batch), lease_ttl=dt.timedelta(seconds=max(1, lease_seconds))
+    )
 
     async def run() -> list[svc.CycleReport]:
         if gateway is None:

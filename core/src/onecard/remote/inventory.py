@@ -238,8 +238,8 @@ def attach(
     normal = proto.check_address(address)
     models = list(proto.models())
     if models:
-        if not model and len(models) == 1:
-            model = models[0]
+        if not model:
+            model = models[0]  # the protocol lists its default model first
         if model not in models:
             raise InvalidInput(
                 f"model: {protocol} knows no meter model {model!r} (known: {', '.join(models)})",
