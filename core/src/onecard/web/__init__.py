@@ -89,11 +89,13 @@ def create_app(
 
     from onecard.web.api import api
     from onecard.web.card_api import card_api
+    from onecard.web.remote_api import remote_api
     from onecard.web.tariff_api import tariff_api
 
     app.register_blueprint(api)
     app.register_blueprint(card_api)
     app.register_blueprint(tariff_api)
+    app.register_blueprint(remote_api)
     register_error_handlers(app)
     from onecard.console import init_console
 
