@@ -163,3 +163,42 @@ def test_make_demo_serves_the_console_with_a_virtual_counter_reader(tmp_path: Pa
         assert int(started.group(1)) not in [pid for pid, _ in running_pcscd()]
     else:  # a reused one stays, without the card
         assert wait_for_card(counter, present=False, timeout=5)
+
+
+@SQLITE
+def test_the_demo_reads_its_remote_meters_from_the_fleet_emulator(
+    sessions: sessionmaker[Session], plugins: Plugins, tmp_path: Path
+) -> None:
+    import time
+    from types import SimpleNamespace
+
+    from onecard.config import load_settings
+    from onecard.models import RemoteMeter
+    from onecard.remote.demo import DemoRemote, ensure_demo_remote
+
+    rt = SimpleNamespace(
+        sessions=sessions,
+        plugins=plugins,
+        utilities=plugins.utilities,
+        settings=load_settings({"instance_path": str(tmp_path)}),
+    )
+    with sessions() as session, session.begin():
+        build_demo(session, plugins.utilities)
+    assert "3 Modbus meters" in ensure_demo_remote(rt)
+    assert ensure_demo_remote(rt) == ""  # made once
+    remote = DemoRemote(rt, port=0)
+    assert "read every minute" in remote.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with sessions() as session:
+                read = session.scalars(select(RemoteMeter.last_read_at)).all()
+            if len(read) == 3 and all(read):
+                break
+            time.sleep(0.2)
+        assert len(read) == 3 and all(read), "the reading service read the emulated meters"
+        with sessions() as session:
+            levels = sorted(session.scalars(select(RemoteMeter.alarm_level)))
+        assert levels == [0, 1, 2]  # 30, 8 and 3 yuan of credit
+    finally:
+        remote.stop()

@@ -570,6 +570,11 @@ def demo(host: str, port: int, threads: int, no_serve: bool) -> None:
     seeded = seed_lab(_demo_lab(rt), rt.card_desk())
     if seeded:
         click.echo(seeded)
+    from onecard.remote.demo import ensure_demo_remote
+
+    made = ensure_demo_remote(rt)
+    if made:
+        click.echo(made)
     logins = (
         f"log in as cashier1, cashier2, manager1, auditor or admin with password {DEMO_PASSWORD}"
     )
@@ -634,6 +639,10 @@ def _demo_serve(rt: Runtime, host: str, port: int, threads: int, logins: str) ->
     def stop(signum: int, frame: object) -> None:
         raise SystemExit(0)
 
+    from onecard.remote.demo import DemoRemote
+
+    remote = DemoRemote(rt)
+    click.echo(remote.start())
     previous = signal.signal(signal.SIGTERM, stop)
     click.echo(f"onecard {__version__} demo: open http://{host}:{port}/console/")
     click.echo(logins)
@@ -642,6 +651,7 @@ def _demo_serve(rt: Runtime, host: str, port: int, threads: int, logins: str) ->
         waitress_serve(app, host=host, port=port, threads=threads)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        remote.stop()
         lab.close()
         service.stop()
         click.echo("demo stopped")
