@@ -166,9 +166,12 @@ class LiveServer:
         self.thread.join(timeout=10)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium() -> Iterator[Any]:
-    """Headless Debian Chromium under Playwright (never a downloaded browser)."""
+    """Headless Debian Chromium under Playwright (never a downloaded browser).
+
+    Package-scoped: Playwright's sync API keeps an event loop running in the main thread, which
+    would stop the later tests' ``asyncio.run`` (the remote-meter tests) from working."""
     if not BROWSER_ENABLED:
         pytest.skip("ONECARD_TEST_BROWSER=0: browser tests not run")
     if not Path(CHROMIUM).exists():
