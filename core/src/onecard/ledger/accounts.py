@@ -61,6 +61,12 @@ def revenue_code(kind: str, office_id: int) -> str:
 
 def ensure_account(session: Session, code: str, *, type: str, purpose: str, **fields: Any) -> int:
     """Create the account ``code`` unless it exists (safe against concurrent creators); its id."""
+    with session.no_autoflush:
+        existing = session.execute(
+            select(LedgerAccount.id).where(LedgerAccount.code == code)
+        ).scalar_one_or_none()
+    if existing is not None:  # the common case: a plain lookup, no insert (and no autoflush)
+        return int(existing)
     values = {"code": code, "type": type, "purpose": purpose, "balance": 0, "overdraft": 0}
     values.update(fields)
     dialect = session.get_bind().dialect.name

@@ -22,6 +22,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -132,6 +133,13 @@ class ReadingService:
         self.default_minutes = default_minutes
         self.backoff = backoff
         self.scheduler: Any = None
+        # every database call of this service runs on one worker thread, in order: SQLite has a
+        # single writer, and queued writers would otherwise poll each other into its timeout
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onecard-db")
+
+    async def db(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` on the service's database thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
 
     # One cycle -------------------------------------------------------------------------------
 
@@ -245,7 +253,7 @@ class ReadingService:
     async def cycle(self, gateway_id: int, *, minutes: int | None = None) -> CycleReport:
         """Read a gateway's meters (those read every ``minutes``; None: all) and act on them."""
         started = time.monotonic()
-        token, holder = await asyncio.to_thread(self._acquire, gateway_id)
+        token, holder = await self.db(self._acquire, gateway_id)
         with self.sessions() as session:
             gateway, targets = self._targets(session, gateway_id, minutes)
             link = link_of(gateway)
@@ -259,7 +267,7 @@ class ReadingService:
         actions: list[Action] = []
         events: list[int] = []
         try:
-            pending: asyncio.Task[Stored] | None = None
+            pending: asyncio.Future[Stored] | None = None
             outcomes: list[Outcome] = []
             by_id = {t.ref.meter_id: t for t in targets}
 
@@ -267,9 +275,7 @@ class ReadingService:
                 nonlocal pending
                 if pending is not None:
                     self._account(report, await pending, actions, events)
-                pending = asyncio.create_task(
-                    asyncio.to_thread(self._store, gateway_id, token, batch)
-                )
+                pending = asyncio.ensure_future(self.db(self._store, gateway_id, token, batch))
 
             offline: GatewayOffline | None = None
             for target in targets:
@@ -294,7 +300,7 @@ class ReadingService:
                 self._account(report, await pending, actions, events)
             if actions and offline is None:
                 results = [await self._act(bus, by_id[a.meter_id], a) for a in actions]
-                await asyncio.to_thread(self._record_actions, gateway_id, token, results, None)
+                await self.db(self._record_actions, gateway_id, token, results, None)
                 report.commands.extend(
                     {k: v for k, v in r.items() if k != "action"} for r in results
                 )
@@ -303,9 +309,9 @@ class ReadingService:
             log.warning("%s", exc)
         finally:
             await bus.close()
-            await asyncio.to_thread(self._release, gateway_id, token, error)
+            await self.db(self._release, gateway_id, token, error)
         if events:
-            await asyncio.to_thread(self.send_notices, events)
+            await self.db(self.send_notices, events)
         report.events = len(events)
         report.seconds = time.monotonic() - started
         return report
@@ -507,7 +513,7 @@ class ReadingService:
             gateway_id = remote.gateway_id
         deadline = time.monotonic() + wait
         while True:
-            token, holder = await asyncio.to_thread(self._acquire, gateway_id)
+            token, holder = await self.db(self._acquire, gateway_id)
             if token is not None:
                 break
             if time.monotonic() > deadline:
@@ -529,14 +535,14 @@ class ReadingService:
                 result = await self._act(bus, target, Action(meter_id, command, source="manual"))
             finally:
                 await bus.close()
-            results = await asyncio.to_thread(
+            results = await self.db(
                 self._record_actions, gateway_id, token, [result], actor, reason
             )
         finally:
-            await asyncio.to_thread(self._release, gateway_id, token, "")
+            await self.db(self._release, gateway_id, token, "")
         out = {k: v for k, v in results[0].items() if k != "action"}
         if "event" in out:
-            await asyncio.to_thread(self.send_notices, [out["event"]])
+            await self.db(self.send_notices, [out["event"]])
         return out
 
     # Notices ---------------------------------------------------------------------------------
@@ -755,7 +761,7 @@ async def push_recharge(service: ReadingService, push_id: int) -> dict[str, Any]
             amount=Decimal(push.amount) / 100,
             count=push.count,
         )
-    token, holder = await asyncio.to_thread(service._acquire, gateway_id)
+    token, holder = await service.db(service._acquire, gateway_id)
     if token is None:
         return {"status": "pending", "busy": holder}
     try:
@@ -770,9 +776,7 @@ async def push_recharge(service: ReadingService, push_id: int) -> dict[str, Any]
             result = await service._act(bus, target, action)
         finally:
             await bus.close()
-        results = await asyncio.to_thread(
-            service._record_actions, gateway_id, token, [result], None
-        )
+        results = await service.db(service._record_actions, gateway_id, token, [result], None)
     finally:
-        await asyncio.to_thread(service._release, gateway_id, token, "")
+        await service.db(service._release, gateway_id, token, "")
     return {k: v for k, v in results[0].items() if k != "action"}
