@@ -23,3 +23,25 @@ def test_benchmark_imports_and_has_a_main(path: Path) -> None:
         del sys.modules[spec.name]
     assert callable(getattr(module, "main", None)), f"{path.name} has no main()"
     assert "RESULT" in path.read_text(), f"{path.name} prints no RESULT line"
+
+
+def test_reading_benchmark_quick_run() -> None:
+    """bench/reading.py --quick: the emulator process, the bare loop, the service cycle, the
+    9600-baud bus and the ledger check, end to end (about 5 s)."""
+    import subprocess
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "reading.py"
+    done = subprocess.run(
+        [sys.executable, str(path), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("RESULT "), done.stdout
+    result = dict(item.split("=", 1) for item in last.split()[1:])
+    assert result["meters"] == "400" and result["priced"] == "400", last
+    assert result["ledger_ok"] == "yes", last
+    assert float(result["wire_ceiling_per_bus"]) == pytest.approx(24.0)
+    assert 5 < float(result["emulated_bus_9600"]) < 40, last
