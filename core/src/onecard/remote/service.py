@@ -47,7 +47,15 @@ from onecard.models import (
 )
 from onecard.remote import lease
 from onecard.remote.bus import Bus
-from onecard.remote.fees import Action, Context, Outcome, Policy, Stored, store_outcomes
+from onecard.remote.fees import (
+    NOTICE_EVENTS,
+    Action,
+    Context,
+    Outcome,
+    Policy,
+    Stored,
+    store_outcomes,
+)
 from onecard.remote.inventory import link_of
 from onecard.remote.types import (
     RELAY_COMMANDS,
@@ -521,18 +529,33 @@ class ReadingService:
                     f"the gateway is busy (held by {holder}); try again shortly", field="meter"
                 )
             await asyncio.sleep(0.5)
+        out = await self.send_now(
+            gateway_id, token, Action(meter_id, command, source="manual"), actor, reason
+        )
+        if "event" in out:
+            await self.db(self.send_notices, [out["event"]])
+        return out
+
+    async def send_now(
+        self,
+        gateway_id: int,
+        token: int,
+        action: Action,
+        actor: Actor | None = None,
+        reason: str = "",
+    ) -> dict[str, Any]:
+        """Carry out one action on the gateway whose lease ``token`` the caller took, record it,
+        and give the lease back."""
         try:
             with self.sessions() as session:
-                gateway = session.get(Gateway, gateway_id)
-                assert gateway is not None
+                gateway, targets = self._targets(session, gateway_id, None)
                 link = link_of(gateway)
-                _, targets = self._targets(session, gateway_id, None)
-            target = next((t for t in targets if t.ref.meter_id == meter_id), None)
+            target = next((t for t in targets if t.ref.meter_id == action.meter_id), None)
             if target is None:
                 raise NotFound("the meter is not active on its gateway", field="meter")
             bus = Bus(link)
             try:
-                result = await self._act(bus, target, Action(meter_id, command, source="manual"))
+                result = await self._act(bus, target, action)
             finally:
                 await bus.close()
             results = await self.db(
@@ -540,10 +563,7 @@ class ReadingService:
             )
         finally:
             await self.db(self._release, gateway_id, token, "")
-        out = {k: v for k, v in results[0].items() if k != "action"}
-        if "event" in out:
-            await self.db(self.send_notices, [out["event"]])
-        return out
+        return {k: v for k, v in results[0].items() if k != "action"}
 
     # Notices ---------------------------------------------------------------------------------
 
@@ -554,9 +574,7 @@ class ReadingService:
         with self.sessions() as session:
             q = select(MeterEvent.id).where(
                 MeterEvent.noticed_at.is_(None),
-                MeterEvent.event.in_(
-                    ("alarm1", "alarm2", "exhausted", "bypass", "recharge_mismatch")
-                ),
+                MeterEvent.event.in_(NOTICE_EVENTS),
             )
             if event_ids is not None:
                 q = q.where(MeterEvent.id.in_(list(event_ids)))
@@ -764,19 +782,4 @@ async def push_recharge(service: ReadingService, push_id: int) -> dict[str, Any]
     token, holder = await service.db(service._acquire, gateway_id)
     if token is None:
         return {"status": "pending", "busy": holder}
-    try:
-        with service.sessions() as session:
-            gateway = session.get(Gateway, gateway_id)
-            assert gateway is not None
-            link = link_of(gateway)
-            _, targets = service._targets(session, gateway_id, None)
-        target = next(t for t in targets if t.ref.meter_id == action.meter_id)
-        bus = Bus(link)
-        try:
-            result = await service._act(bus, target, action)
-        finally:
-            await bus.close()
-        results = await service.db(service._record_actions, gateway_id, token, [result], None)
-    finally:
-        await service.db(service._release, gateway_id, token, "")
-    return {k: v for k, v in results[0].items() if k != "action"}
+    return await service.send_now(gateway_id, token, action)
