@@ -21,7 +21,6 @@ import threading
 import time
 import tty
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 from onecard.fleet.sim import FAULTS, SimClock, SimMeter
@@ -333,11 +332,3 @@ class Fleet:
             if stop and self.loop is not None:
                 self.loop.call_soon_threadsafe(stop[0].set)
             thread.join(10)
-
-
-def wait_for_path(path: str | Path, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} did not appear")
-        time.sleep(0.01)

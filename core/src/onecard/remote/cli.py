@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import signal
 import uuid
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import click
 from sqlalchemy import select
 
 from onecard.models import Gateway, Meter, MeterEvent, RemoteMeter
-from onecard.money import format_fen
+from onecard.money import format_fen, parse_yuan
 from onecard.remote import inventory
 from onecard.remote import service as svc
 
@@ -67,7 +66,7 @@ def meters_import(file: str, as_json: bool) -> None:
             result = inventory.import_csv(session, cli.actor(), st.runtime().utilities, text)
     except inventory.ImportRefused as exc:
         if as_json:
-            click.echo(cli_json({"imported": False, "errors": exc.errors}))
+            cli.emit({"imported": False, "errors": exc.errors}, True, str)
         else:
             for error in exc.errors:
                 click.echo(
@@ -79,12 +78,6 @@ def meters_import(file: str, as_json: bool) -> None:
         as_json,
         lambda r: f"imported {len(r['gateways'])} gateway(s) and {len(r['meters'])} meter(s)",
     )
-
-
-def cli_json(data: Any) -> str:
-    import json
-
-    return json.dumps(data, ensure_ascii=False, indent=2, default=str)
 
 
 @meters_group.command("gateways")
@@ -291,16 +284,10 @@ def meters_recharge(
     meter: str, amount: str, office: str, method: str, key: str | None, as_json: bool
 ) -> None:
     """Sell credit to a meter that keeps its own credit, and push it with the next count."""
-    from onecard.errors import InvalidInput
     from onecard.offices import get_office
 
     cli = _cli()
-    try:
-        yuan = Decimal(amount)
-    except InvalidOperation:
-        raise InvalidInput(f"amount must be yuan, not {amount!r}", field="amount") from None
-    if not yuan.is_finite() or yuan <= 0 or yuan != yuan.quantize(Decimal("0.01")):
-        raise InvalidInput("amount must be yuan > 0 with at most 2 decimals", field="amount")
+    fen = parse_yuan(amount, "amount")
     rt = cli.state().runtime()
     with cli.state().session() as session:
         meter_id = _meter_id(session, meter)
@@ -308,7 +295,7 @@ def meters_recharge(
             session,
             cli.actor(),
             meter_id,
-            amount=int(yuan * 100),
+            amount=fen,
             office_id=get_office(session, office).id,
             idempotency_key=key or f"cli-{uuid.uuid4().hex}",
             method=method,
@@ -320,7 +307,7 @@ def meters_recharge(
         result,
         as_json,
         lambda r: (
-            f"recharge #{r['count']} of {format_fen(int(yuan * 100))} yuan: "
+            f"recharge #{r['count']} of {format_fen(fen)} yuan: "
             f"{r.get('status')}" + (f" ({r['error']})" if r.get("error") else "")
         ),
     )
