@@ -30,6 +30,8 @@ def test_trip_keep_close_through_the_api(app) -> None:  # type: ignore[no-untype
         east, west, audit = (client_for(app, who) for who in ("east", "west", "audit"))
         listed = audit.get("/api/v1/remote/meters").json["meters"]
         assert [m["meter"] for m in listed] == ["electric:E0001"]
+        gateways = audit.get("/api/v1/remote/gateways").json["gateways"]
+        assert [(g["code"], g["meters"], g["stale"]) for g in gateways] == [("g", 1, 0)]
         mgr = client_for(app, "mgr")
         r = mgr.post("/api/v1/remote/meters/E0001/trip", json={})
         assert r.status_code == 422 and r.json["field"] == "reason"

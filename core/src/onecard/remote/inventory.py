@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from onecard.audit import Actor, record
@@ -544,13 +544,19 @@ def _meter_for_row(
 
 
 def describe_gateways(session: Session) -> list[dict[str, Any]]:
+    counts = {
+        gateway_id: (meters, stale or 0)
+        for gateway_id, meters, stale in session.execute(
+            select(
+                RemoteMeter.gateway_id,
+                func.count(),
+                func.sum(case((RemoteMeter.stale.is_(True), 1), else_=0)),
+            ).group_by(RemoteMeter.gateway_id)
+        )
+    }
     out = []
     for gateway in session.execute(select(Gateway).order_by(Gateway.code)).scalars():
-        meters = (
-            session.execute(select(RemoteMeter).where(RemoteMeter.gateway_id == gateway.id))
-            .scalars()
-            .all()
-        )
+        meters, stale = counts.get(gateway.id, (0, 0))
         out.append(
             {
                 "code": gateway.code,
@@ -558,11 +564,11 @@ def describe_gateways(session: Session) -> list[dict[str, Any]]:
                 "framer": gateway.framer,
                 "group": gateway.group.code if gateway.group else None,
                 "enabled": gateway.enabled,
-                "meters": len(meters),
-                "stale": sum(1 for m in meters if m.stale),
-                "last_cycle_at": gateway.last_cycle_at.isoformat()
-                if gateway.last_cycle_at
-                else None,
+                "meters": meters,
+                "stale": int(stale),
+                "last_cycle_at": (
+                    gateway.last_cycle_at.isoformat() if gateway.last_cycle_at else None
+                ),
                 "last_error": gateway.last_error,
             }
         )
