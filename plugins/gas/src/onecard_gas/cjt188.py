@@ -1,12 +1,9 @@
 """CJ/T 188-2004 for gas meters: the meter type byte and the current-data payload.
 
 Type (CJ/T 188-2004 T field): 30H gas (30H-39H the gas family). The current-data reply (DI
-901FH) has the same layout as a water meter's, after DI and SER::
-
-    current cumulative volume  4 BCD bytes XXXXXX.XX + unit (2CH m³)
-    volume on settlement day   4 BCD bytes XXXXXX.XX + unit
-    real time                  7 BCD bytes ss mm hh DD MM YY YY
-    status ST                  2 bytes (valve, battery)
+901FH) is the flow-meter layout a water meter has too
+(:class:`onecard.remote.cjt188.VolumePayload`): the cumulative volume (2CH m³), the volume on
+the settlement day (``settlement_volume``), real time and status.
 
 The frame codec, valve control and the emulator are the core's
 (:mod:`onecard.remote.cjt188`); this module only knows the gas payload.
@@ -14,51 +11,16 @@ The frame codec, valve control and the emulator are the core's
 
 from __future__ import annotations
 
-import datetime as dt
-from decimal import Decimal
-from typing import Any
-
-from onecard.remote.cjt188 import Cjt188Protocol, Reader, Status, Writer
-from onecard.remote.types import RemoteReading
+from onecard.remote.cjt188 import Cjt188Protocol, VolumePayload
 
 METER_TYPE = 0x30
 UNIT = "m³"
-
-
-def decode_current(payload: bytes) -> RemoteReading:
-    """The 901FH payload of a gas meter as a reading in m³."""
-    r = Reader(payload)
-    current = r.quantity(4, 2)
-    settlement = r.quantity(4, 2)
-    when = r.time()
-    status = r.status()
-    return RemoteReading(
-        cumulative=current.to(UNIT),
-        relay=status.relay,
-        meter_time=when,
-        values={
-            "settlement_volume": str(settlement.to(UNIT)),
-            "unit_sent": current.unit.symbol,
-            **status.values(),
-        },
-    )
-
-
-def encode_current(sim: Any, now: dt.datetime) -> bytes:
-    """What an emulated gas meter answers: ``sim.cumulative`` m³, the ``settlement_volume``
-    and ``battery_low`` values."""
-    settlement = Decimal(str(sim.values.get("settlement_volume", 0)))
-    status = Status.of(
-        valve_open=bool(sim.relay_closed), battery_low=bool(sim.values.get("battery_low"))
-    )
-    return (
-        Writer()
-        .quantity(sim.cumulative, UNIT)
-        .quantity(settlement, UNIT)
-        .time(now)
-        .status(status)
-        .build()
-    )
+PAYLOAD = VolumePayload("settlement_volume", UNIT)
+#: The 901FH payload of a gas meter as a reading in m³.
+decode_current = PAYLOAD.decode
+#: What an emulated gas meter answers: ``sim.cumulative`` m³, ``settlement_volume``,
+#: ``battery_low``.
+encode_current = PAYLOAD.encode
 
 
 def protocol() -> Cjt188Protocol:

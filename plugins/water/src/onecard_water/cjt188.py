@@ -1,13 +1,9 @@
 """CJ/T 188-2004 for water meters: the meter type bytes and the current-data payload.
 
 Types (CJ/T 188-2004 T field): 10H cold water, 11H domestic hot water, 12H direct drinking
-(purified) water, 13H recycled water (中水). The current-data reply (DI 901FH) carries, after DI
-and SER::
-
-    current cumulative flow   4 BCD bytes XXXXXX.XX + unit (2CH m³, 29H L)
-    flow on settlement day    4 BCD bytes XXXXXX.XX + unit
-    real time                 7 BCD bytes ss mm hh DD MM YY YY
-    status ST                 2 bytes (valve, battery)
+(purified) water, 13H recycled water (中水). The current-data reply (DI 901FH) is the flow-meter
+layout of :class:`onecard.remote.cjt188.VolumePayload`: the cumulative flow (2CH m³, 29H L ...),
+the flow on the settlement day (``settlement_flow``), real time and status.
 
 The frame codec, valve control and the emulator are the core's
 (:mod:`onecard.remote.cjt188`); this module only knows the water payload.
@@ -15,12 +11,7 @@ The frame codec, valve control and the emulator are the core's
 
 from __future__ import annotations
 
-import datetime as dt
-from decimal import Decimal
-from typing import Any
-
-from onecard.remote.cjt188 import Cjt188Protocol, Reader, Status, Writer
-from onecard.remote.types import RemoteReading
+from onecard.remote.cjt188 import Cjt188Protocol, VolumePayload
 
 #: The CJ/T 188 meter type byte of each water kind.
 METER_TYPES = {
@@ -30,43 +21,11 @@ METER_TYPES = {
     "water.recycled": 0x13,
 }
 UNIT = "m³"
-
-
-def decode_current(payload: bytes) -> RemoteReading:
-    """The 901FH payload of a water meter as a reading in m³."""
-    r = Reader(payload)
-    current = r.quantity(4, 2)
-    settlement = r.quantity(4, 2)
-    when = r.time()
-    status = r.status()
-    return RemoteReading(
-        cumulative=current.to(UNIT),
-        relay=status.relay,
-        meter_time=when,
-        values={
-            "settlement_flow": str(settlement.to(UNIT)),
-            "unit_sent": current.unit.symbol,
-            **status.values(),
-        },
-    )
-
-
-def encode_current(sim: Any, now: dt.datetime) -> bytes:
-    """What an emulated water meter answers: ``sim.cumulative`` m³ (sent in the unit named by
-    ``sim.values['unit']``, m³ by default), ``settlement_flow`` and ``battery_low`` values."""
-    sent = sim.values.get("unit", UNIT)
-    settlement = Decimal(str(sim.values.get("settlement_flow", 0)))
-    status = Status.of(
-        valve_open=bool(sim.relay_closed), battery_low=bool(sim.values.get("battery_low"))
-    )
-    return (
-        Writer()
-        .quantity(sim.cumulative, sent, base=UNIT)
-        .quantity(settlement, sent, base=UNIT)
-        .time(now)
-        .status(status)
-        .build()
-    )
+PAYLOAD = VolumePayload("settlement_flow", UNIT)
+#: The 901FH payload of a water meter as a reading in m³.
+decode_current = PAYLOAD.decode
+#: What an emulated water meter answers (in the unit ``sim.values['unit']`` names, m³ by default).
+encode_current = PAYLOAD.encode
 
 
 def protocol(kind: str) -> Cjt188Protocol:
