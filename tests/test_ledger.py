@@ -432,3 +432,99 @@ def test_verify_on_an_empty_ledger_is_ok(sessions: sessionmaker[Session]) -> Non
     with sessions() as s:
         report = ledger.verify(s)
     assert report.ok and report.transactions == 0
+
+
+# Batches ----------------------------------------------------------------------------------------
+
+
+def test_consume_many_posts_a_batch_in_order_with_one_chain(
+    sessions: sessionmaker[Session], world: World
+) -> None:
+    electric, heat = world.wallets["electric"], world.wallets["heat"]
+    with sessions() as s, s.begin():
+        ledger.sale(s, wallet=electric, amount=3000, office_id=world.office_id, idempotency_key="s")
+        first = ledger.consume(s, wallet=heat, amount=100, idempotency_key="before")
+    uses = [
+        ledger.Use(electric, 2000, "u1"),
+        ledger.Use(heat, 100, "before"),  # already stored: answered, not posted again
+        ledger.Use(electric, 2000, "u2"),  # 1000 left: the rest is arrears
+        ledger.Use(electric, 2000, "u1"),  # repeated in the batch: the first one's result
+    ]
+    with sessions() as s, s.begin():
+        done = ledger.consume_many(s, uses)
+    created = [p.created for p in done.posted]
+    assert created == [True, False, True, False]
+    assert done.posted[1].seq == first.seq and done.posted[3].seq == done.posted[0].seq
+    assert done.posted[2].seq == done.posted[0].seq + 1
+    assert dict(done.posted[2].postings) == {
+        f"revenue:electric:office:{world.office_id}": -2000,
+        electric: 1000,
+        f"arrears:customer:{world.customer_id}": 1000,
+    }
+    assert done.balances == {electric: 0, heat: 0}  # heat's use went to arrears
+    with sessions() as s:
+        assert available(s, electric) == 0
+        assert ledger.verify(s).ok
+        # a stored batch answers a retry of the whole batch without writing
+        before = ledger_state(s)
+    with sessions() as s, s.begin():
+        again = ledger.consume_many(s, uses)
+    assert [p.seq for p in again.posted] == [p.seq for p in done.posted]
+    assert not any(p.created for p in again.posted)
+    with sessions() as s:
+        assert ledger_state(s) == before
+
+
+@pytest.mark.parametrize(
+    ("uses", "error", "field"),
+    [
+        ([("electric", 100, "a"), ("nowhere", 100, "b")], UnknownAccount, "uses[1].wallet"),
+        ([("electric", 100, "a"), ("electric", 0, "b")], InvalidInput, "uses[1].amount"),
+        ([("electric", 100, "a"), ("electric", 200, "a")], IdempotencyConflict, "idempotency_key"),
+        ([("electric", 100, "a"), ("electric", 100, "bad key!")], InvalidInput, "idempotency_key"),
+    ],
+)
+def test_a_refused_use_refuses_the_whole_batch(
+    sessions: sessionmaker[Session],
+    world: World,
+    uses: list[tuple[str, int, str]],
+    error: type[Exception],
+    field: str,
+) -> None:
+    batch = [
+        ledger.Use(world.wallets.get(w, f"wallet:meter:{w}"), amount, key)
+        for w, amount, key in uses
+    ]
+    with sessions() as s:
+        before = ledger_state(s)
+    with sessions() as s, s.begin(), pytest.raises(error) as err:
+        ledger.consume_many(s, batch)
+    assert getattr(err.value, "field", None) == field
+    with sessions() as s:
+        assert ledger_state(s) == before
+
+
+def test_post_many_locked_leaves_the_locked_balances_as_they_were_when_it_refuses(
+    sessions: sessionmaker[Session], world: World
+) -> None:
+    electric, heat = world.wallets["electric"], world.wallets["heat"]
+    with sessions() as s, s.begin():
+        ledger.sale(s, wallet=electric, amount=500, office_id=world.office_id, idempotency_key="s")
+    with sessions() as s, s.begin():
+        before = ledger_state(s)
+        lock = ledger.lock_ledger(s)
+        accounts = ledger.lock_accounts(lock, [electric, heat])
+        balances = {code: accounts[code]["balance"] for code in (electric, heat)}
+        entries = [
+            ledger.Entry("t1", "transfer", [(electric, 300), (heat, -300)]),
+            ledger.Entry("t2", "transfer", [(electric, 300), (heat, -300)]),  # 200 left
+        ]
+        with pytest.raises(InsufficientFunds):
+            ledger.post_many_locked(s, lock, accounts, entries)
+        assert {code: accounts[code]["balance"] for code in (electric, heat)} == balances
+        assert ledger_state(s) == before
+        # the lock is still good for a batch that fits, and moves on with it
+        posted = ledger.post_many_locked(s, lock, accounts, entries[:1])
+        assert lock.seq == posted[0].seq and lock.hash == posted[0].hash
+    with sessions() as s:
+        assert available(s, electric) == 200 and ledger.verify(s).ok

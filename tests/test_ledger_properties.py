@@ -1,4 +1,5 @@
-"""Property tests: random sequences of sales, consumption, refunds, transfers and reversals.
+"""Property tests: random sequences of sales, consumption (one use at a time, and batches of
+uses posted together), refunds, transfers and reversals.
 
 After every step: each transaction sums to zero, every cached balance equals the sum of its
 postings, the hash chain holds, and each wallet holds exactly what a plain Python model says.
@@ -59,6 +60,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.posted: list[tuple[int, dict[str, int], int]] = []  # seq, wallet deltas, arrears delta
         self.reversed: set[int] = set()
         self.n = 0
+        self.last_use: ledger.Use | None = None
 
     def teardown(self) -> None:
         if hasattr(self, "engine"):
@@ -101,6 +103,43 @@ class LedgerMachine(RuleBasedStateMachine):
         self.model[wallet] -= covered
         self.arrears += amount - covered
         self.posted.append((p.seq, {wallet: -covered} if covered else {}, amount - covered))
+
+    @rule(
+        uses=st.lists(st.tuples(st.integers(0, 1), AMOUNTS), min_size=1, max_size=6),
+        repeat=st.booleans(),
+        replay=st.booleans(),
+    )
+    def consume_batch(self, uses: list[tuple[int, int]], repeat: bool, replay: bool) -> None:
+        """A batch posts as its uses would one after another; a key repeated in the batch, or
+        one already stored, posts nothing again."""
+        batch = [ledger.Use(self.wallets[w], amount, self.key()) for w, amount in uses]
+        if repeat:
+            batch.append(batch[0])
+        if replay and self.last_use is not None:
+            batch.insert(0, self.last_use)
+        with self.sessions() as s, s.begin():
+            done = ledger.consume_many(s, batch)
+        assert len(done.posted) == len(batch)
+        seen: dict[str, int] = {}
+        for use, p in zip(batch, done.posted, strict=True):
+            if use is self.last_use and replay:
+                assert not p.created
+                continue
+            if use.idempotency_key in seen:
+                assert not p.created and p.seq == seen[use.idempotency_key]
+                continue
+            assert p.created
+            seen[use.idempotency_key] = p.seq
+            covered = min(use.amount, max(self.model[use.wallet], 0))
+            self.model[use.wallet] -= covered
+            self.arrears += use.amount - covered
+            self.posted.append(
+                (p.seq, {use.wallet: -covered} if covered else {}, use.amount - covered)
+            )
+            assert dict(p.postings).get(use.wallet, 0) == covered
+        for wallet in {use.wallet for use in batch}:
+            assert -done.balances[wallet] == self.model[wallet]
+        self.last_use = batch[-1]
 
     @rule(w=st.integers(0, 2), amount=AMOUNTS, method=st.sampled_from(["cash", "bank", "payable"]))
     def refund(self, w: int, amount: int, method: str) -> None:

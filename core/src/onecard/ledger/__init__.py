@@ -7,6 +7,7 @@ from onecard.ledger import accounts
 from onecard.ledger.accounts import natural_balance
 from onecard.ledger.core import (
     MAX_AMOUNT,
+    Entry,
     LedgerLock,
     Posted,
     check_amount,
@@ -17,12 +18,16 @@ from onecard.ledger.core import (
     lock_ledger,
     post,
     post_locked,
+    post_many_locked,
     reverse,
 )
 from onecard.ledger.operations import (
+    Consumed,
+    Use,
     charge_fee,
     collect_arrears,
     consume,
+    consume_many,
     pay_refund,
     refund,
     sale,
@@ -32,15 +37,19 @@ from onecard.ledger.verify import Problem, VerifyReport, verify
 
 __all__ = [
     "MAX_AMOUNT",
+    "Consumed",
+    "Entry",
     "LedgerLock",
     "Posted",
     "Problem",
+    "Use",
     "VerifyReport",
     "accounts",
     "charge_fee",
     "check_amount",
     "collect_arrears",
     "consume",
+    "consume_many",
     "find_posted",
     "get_transaction",
     "load_posted",
@@ -50,6 +59,7 @@ __all__ = [
     "pay_refund",
     "post",
     "post_locked",
+    "post_many_locked",
     "refund",
     "reverse",
     "sale",

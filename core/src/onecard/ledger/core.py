@@ -21,7 +21,8 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,6 +224,7 @@ _INSERT_TXN = insert(_TXN).returning(_TXN.c.id)
 _DRIVER_SQL = {
     "lock_head": f"SELECT seq, hash FROM {_HEAD.name} WHERE id = 1",
     "by_key": f"SELECT id, seq, kind, request_hash FROM {_TXN.name} WHERE idempotency_key = ?",
+    "ids_of_seqs": f"SELECT id FROM {_TXN.name} WHERE seq BETWEEN ? AND ? ORDER BY seq",
     "insert_posting": (
         f"INSERT INTO {_POSTING.name} (transaction_id, account_id, amount) VALUES (?, ?, ?)"
     ),
@@ -233,6 +235,7 @@ _DRIVER_SQL_FORMAT = {name: sql.replace("?", "%s") for name, sql in _DRIVER_SQL.
 
 
 _LOCKING = " FOR UPDATE"  # PostgreSQL row locks; SQLite's BEGIN IMMEDIATE already holds the db
+_IN_CHUNK = 500  # values in one IN (...) list
 
 
 class _Driver:
@@ -268,6 +271,34 @@ class _Driver:
         finally:
             cursor.close()
 
+    def by_keys(self, keys: Sequence[str]) -> dict[str, tuple[int, int, str, str]]:
+        """The stored transactions (id, seq, kind, request hash) of these idempotency keys."""
+        mark = "?" if self.qmark else "%s"
+        found: dict[str, tuple[int, int, str, str]] = {}
+        unique = list(dict.fromkeys(keys))
+        cursor = self.raw.cursor()
+        try:
+            for start in range(0, len(unique), _IN_CHUNK):
+                chunk = unique[start : start + _IN_CHUNK]
+                cursor.execute(
+                    f"SELECT idempotency_key, id, seq, kind, request_hash FROM {_TXN.name} "
+                    f"WHERE idempotency_key IN ({', '.join([mark] * len(chunk))})",
+                    chunk,
+                )
+                for key, *row in cursor.fetchall():
+                    found[key] = tuple(row)
+        finally:
+            cursor.close()
+        return found
+
+    def all(self, name: str, params: Sequence[Any]) -> list[Any]:
+        cursor = self.raw.cursor()
+        try:
+            cursor.execute(self.sql[name], params)
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+
     def many(self, name: str, rows: Sequence[Sequence[Any]]) -> None:
         cursor = self.raw.cursor()
         try:
@@ -276,10 +307,10 @@ class _Driver:
             cursor.close()
 
 
-@dataclass(frozen=True)
+@dataclass
 class LedgerLock:
     """The ledger's write lock, held by this database transaction on ``conn``, with the newest
-    sequence number and hash read under it."""
+    sequence number and hash (read under it, and moved on by every posting made under it)."""
 
     conn: Connection
     driver: _Driver
@@ -364,6 +395,32 @@ def post(
     )
 
 
+Postings = Sequence[tuple[AccountRef, int]]
+#: Builds an entry's postings from the locked accounts, at its turn in the batch.
+PostingsBuilder = Callable[[Mapping[AccountRef, dict[str, Any]]], Postings]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One transaction to post with :func:`post_many_locked`.
+
+    ``postings`` may be a function of the locked accounts, called at the entry's turn (after the
+    entries before it have moved the balances) and only when the key is new. Such an entry
+    must carry its ``request``, which stands for the postings in the idempotency check.
+    """
+
+    idempotency_key: str
+    kind: str
+    postings: Postings | PostingsBuilder
+    memo: str = ""
+    reason_code: str | None = None
+    reverses_id: int | None = None
+    operator_id: int | None = None
+    office_id: int | None = None
+    customer_id: int | None = None
+    request: Mapping[str, Any] | None = None
+
+
 def post_locked(
     session: Session,
     lock: LedgerLock,
@@ -385,73 +442,200 @@ def post_locked(
     Operations that must read balances before deciding their postings use this; everyone else
     calls :func:`post`.
     """
-    check_key(idempotency_key)
-    if not isinstance(kind, str) or not _KIND.match(kind):
-        raise InvalidInput("kind must be a lower-case word like 'sale'", field="kind")
-    if not isinstance(memo, str) or len(memo) > 500:
-        raise InvalidInput("memo must be text of at most 500 characters", field="memo")
-    if reason_code is not None:
-        check_reason(reason_code)
-    legs = _validate_postings(postings)
-    resolved = [(accounts[ref], amount) for ref, amount in legs]
-    by_id = [(acc["id"], amount) for acc, amount in resolved]
-    fingerprint = request_fingerprint(kind, request, by_id, memo, reason_code, reverses_id)
-    conn = lock.conn
-    driver = lock.driver
-
-    existing = driver.one("by_key", (idempotency_key,))
-    if existing is not None:
-        existing_id, existing_seq, existing_kind, existing_hash = existing
-        if existing_hash != fingerprint:
-            raise IdempotencyConflict(
-                f"idempotency key {idempotency_key!r} was already used for a different "
-                f"transaction (#{existing_seq}, {existing_kind})",
-                field="idempotency_key",
-            )
-        return load_posted(session, existing_id)
-
-    if reverses_id is not None:
-        prior = conn.execute(_REVERSED_BY, {"rid": reverses_id}).scalar_one_or_none()
-        if prior is not None:
-            original = conn.execute(_SEQ_OF, {"tid": reverses_id}).scalar_one()
-            raise AlreadyReversed(
-                f"transaction #{original} is already reversed by transaction #{prior}",
-                field="transaction",
-            )
-
-    for acc, amount in resolved:
-        _check_limit(acc, amount)
-
-    fields: dict[str, Any] = {
-        "seq": lock.seq + 1,
-        "idempotency_key": idempotency_key,
-        "request_hash": fingerprint,
-        "kind": kind,
-        "memo": memo,
-        "reason_code": reason_code,
-        "reverses_id": reverses_id,
-        "operator_id": operator_id,
-        "office_id": office_id,
-        "customer_id": customer_id,
-        "created_at": utcnow(),
-        "prev_hash": lock.hash,
-    }
-    fields["hash"] = transaction_hash(lock.hash, fields, by_id)
-    txn_id = conn.execute(_INSERT_TXN, fields).scalar_one()
-    driver.many("insert_posting", [(txn_id, a, n) for a, n in by_id])
-    driver.many("add_to_balance", [(n, a) for a, n in by_id])
-    driver.many("advance_head", [(fields["seq"], fields["hash"])])
-    for acc, amount in resolved:  # keep the locked rows current for a caller that posts again
-        acc["balance"] += amount
-    return Posted(
-        id=txn_id,
-        seq=fields["seq"],
+    entry = Entry(
         idempotency_key=idempotency_key,
         kind=kind,
+        postings=postings,
+        memo=memo,
+        reason_code=reason_code,
+        reverses_id=reverses_id,
+        operator_id=operator_id,
+        office_id=office_id,
+        customer_id=customer_id,
+        request=request,
+    )
+    return post_many_locked(session, lock, accounts, [entry])[0]
+
+
+def _check_entry(entry: Entry) -> None:
+    check_key(entry.idempotency_key)
+    if not isinstance(entry.kind, str) or not _KIND.match(entry.kind):
+        raise InvalidInput("kind must be a lower-case word like 'sale'", field="kind")
+    if not isinstance(entry.memo, str) or len(entry.memo) > 500:
+        raise InvalidInput("memo must be text of at most 500 characters", field="memo")
+    if entry.reason_code is not None:
+        check_reason(entry.reason_code)
+    if callable(entry.postings) and entry.request is None:
+        raise InvalidInput(
+            "an entry whose postings are built at posting time needs its request", field="request"
+        )
+
+
+def _resolve(
+    accounts: Mapping[AccountRef, dict[str, Any]], legs: Sequence[tuple[AccountRef, int]]
+) -> list[tuple[dict[str, Any], int]]:
+    return [(accounts[ref], amount) for ref, amount in legs]
+
+
+def post_many_locked(
+    session: Session,
+    lock: LedgerLock,
+    accounts: Mapping[AccountRef, dict[str, Any]],
+    entries: Sequence[Entry],
+) -> list[Posted]:
+    """Post a batch of transactions in order, under one ledger lock; one result per entry.
+
+    Each entry is checked as :func:`post_locked` checks one (a key already used answers with the
+    stored transaction, or refuses a different request), against the balances the entries before
+    it left. The new transactions are chained one after another and written together: a handful
+    of statements for the whole batch. If any entry is refused, nothing is written and the locked
+    rows keep their balances.
+    """
+    for entry in entries:
+        _check_entry(entry)
+    stored = lock.driver.by_keys([e.idempotency_key for e in entries]) if entries else {}
+    replays: dict[int, int] = {}  # entry index -> stored transaction id
+    new: list[tuple[dict[str, Any], list[tuple[int, int]], list[tuple[str, int]]]] = []
+    fields: dict[str, Any]
+    in_batch: dict[str, tuple[str, int]] = {}  # key -> (fingerprint, index into new)
+    reversed_here: set[int] = set()
+    applied: list[tuple[dict[str, Any], int]] = []
+    seq, prev_hash = lock.seq, lock.hash
+    now = utcnow()
+    try:
+        for i, entry in enumerate(entries):
+            key = entry.idempotency_key
+            static = None if callable(entry.postings) else _validate_postings(entry.postings)
+            by_id = (
+                [] if static is None else [(acc["id"], n) for acc, n in _resolve(accounts, static)]
+            )
+            fingerprint = request_fingerprint(
+                entry.kind, entry.request, by_id, entry.memo, entry.reason_code, entry.reverses_id
+            )
+            earlier = stored.get(key)
+            if earlier is not None:
+                _same_request(key, earlier[3], fingerprint, earlier[1], earlier[2])
+                replays[i] = earlier[0]
+                continue
+            if key in in_batch:
+                first_fingerprint, index = in_batch[key]
+                first = new[index][0]
+                _same_request(key, first_fingerprint, fingerprint, first["seq"], first["kind"])
+                replays[i] = -1 - index  # posted earlier in this batch
+                continue
+            if entry.reverses_id is not None:
+                _not_reversed(lock.conn, entry.reverses_id, reversed_here)
+                reversed_here.add(entry.reverses_id)
+            if static is None:
+                builder: Any = entry.postings
+                static = _validate_postings(builder(accounts))
+                by_id = [(acc["id"], n) for acc, n in _resolve(accounts, static)]
+            resolved = _resolve(accounts, static)
+            for acc, amount in resolved:
+                _check_limit(acc, amount)
+            fields = {
+                "seq": seq + 1,
+                "idempotency_key": key,
+                "request_hash": fingerprint,
+                "kind": entry.kind,
+                "memo": entry.memo,
+                "reason_code": entry.reason_code,
+                "reverses_id": entry.reverses_id,
+                "operator_id": entry.operator_id,
+                "office_id": entry.office_id,
+                "customer_id": entry.customer_id,
+                "created_at": now,
+                "prev_hash": prev_hash,
+            }
+            fields["hash"] = transaction_hash(prev_hash, fields, by_id)
+            seq, prev_hash = fields["seq"], fields["hash"]
+            for acc, amount in resolved:  # the next entries see the balances this one leaves
+                acc["balance"] += amount
+                applied.append((acc, amount))
+            in_batch[key] = (fingerprint, len(new))
+            new.append((fields, by_id, [(acc["code"], n) for acc, n in resolved]))
+    except BaseException:
+        for acc, amount in reversed(applied):
+            acc["balance"] -= amount
+        raise
+
+    if new:
+        ids = _write(lock, [fields for fields, _, _ in new], [legs for _, legs, _ in new])
+        lock.seq, lock.hash = seq, prev_hash
+        for (fields, _, _), txn_id in zip(new, ids, strict=True):
+            fields["id"] = txn_id
+    created = iter(new)
+    out: list[Posted] = []
+    for i in range(len(entries)):
+        ref = replays.get(i)
+        if ref is None:
+            fields, _, names = next(created)
+            out.append(_posted(fields, names, created=True))
+        elif ref >= 0:
+            out.append(load_posted(session, ref))
+        else:
+            fields, _, names = new[-1 - ref]
+            out.append(_posted(fields, names, created=False))
+    return out
+
+
+def _same_request(key: str, stored: str, fingerprint: str, seq: int, kind: str) -> None:
+    if stored != fingerprint:
+        raise IdempotencyConflict(
+            f"idempotency key {key!r} was already used for a different "
+            f"transaction (#{seq}, {kind})",
+            field="idempotency_key",
+        )
+
+
+def _not_reversed(conn: Connection, reverses_id: int, reversed_here: set[int]) -> None:
+    prior = conn.execute(_REVERSED_BY, {"rid": reverses_id}).scalar_one_or_none()
+    if prior is not None or reverses_id in reversed_here:
+        original = conn.execute(_SEQ_OF, {"tid": reverses_id}).scalar_one()
+        by = f"transaction #{prior}" if prior is not None else "an earlier entry of this batch"
+        raise AlreadyReversed(
+            f"transaction #{original} is already reversed by {by}", field="transaction"
+        )
+
+
+def _write(
+    lock: LedgerLock, txns: Sequence[dict[str, Any]], legs: Sequence[Sequence[tuple[int, int]]]
+) -> list[int]:
+    """Insert the chained transactions, their postings, the balance changes and the new head;
+    the transactions' ids, in order."""
+    conn, driver = lock.conn, lock.driver
+    if len(txns) == 1:
+        ids = [conn.execute(_INSERT_TXN, txns[0]).scalar_one()]
+    else:
+        conn.execute(insert(_TXN), list(txns))
+        first, last = txns[0]["seq"], txns[-1]["seq"]
+        ids = [row[0] for row in driver.all("ids_of_seqs", (first, last))]
+        assert len(ids) == len(txns), "the ledger moved while it was locked"
+    delta: dict[int, int] = defaultdict(int)
+    rows = []
+    for txn_id, txn_legs in zip(ids, legs, strict=True):
+        for account_id, amount in txn_legs:
+            rows.append((txn_id, account_id, amount))
+            delta[account_id] += amount
+    driver.many("insert_posting", rows)
+    driver.many("add_to_balance", [(n, a) for a, n in delta.items() if n])
+    # the head moves one transaction at a time (a trigger holds it to that), as when posted singly
+    driver.many("advance_head", [(txn["seq"], txn["hash"]) for txn in txns])
+    return ids
+
+
+def _posted(
+    fields: Mapping[str, Any], names: Sequence[tuple[str, int]], *, created: bool
+) -> Posted:
+    return Posted(
+        id=fields["id"],
+        seq=fields["seq"],
+        idempotency_key=fields["idempotency_key"],
+        kind=fields["kind"],
         hash=fields["hash"],
         created_at=fields["created_at"],
-        postings=tuple((acc["code"], amount) for acc, amount in resolved),
-        created=True,
+        postings=tuple(names),
+        created=created,
     )
 
 

@@ -8,6 +8,7 @@ operation          debit                                      credit
 =================  =========================================  ====================================
 sale               office cash/bank (amount + fee)            wallet (amount), fees (fee)
 consume            wallet (what it holds), arrears (rest)     revenue of the wallet's kind
+consume_many       as consume, for a batch of uses            (one lock and write for the batch)
 refund             wallet                                     office cash/bank, or refunds payable
 pay_refund         refunds payable                            office cash/bank
 transfer           source wallet                              target wallet
@@ -21,6 +22,8 @@ even when the postings it would compute now differ (``consume`` after the balanc
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -29,13 +32,16 @@ from onecard.errors import InvalidInput
 from onecard.ledger import accounts as acc
 from onecard.ledger.core import (
     AccountRef,
+    Entry,
     Posted,
+    PostingsBuilder,
     check_amount,
     find_posted,
     lock_accounts,
     lock_ledger,
     post,
     post_locked,
+    post_many_locked,
 )
 
 WALLET_PURPOSES = ("wallet", "shared_wallet")
@@ -105,6 +111,27 @@ def sale(
     )
 
 
+@dataclass(frozen=True)
+class Use:
+    """One charge of use for :func:`consume_many`: the arguments of :func:`consume`."""
+
+    wallet: str
+    amount: int
+    idempotency_key: str
+    kind: str | None = None
+    memo: str = ""
+    operator_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Consumed:
+    """What :func:`consume_many` posted (one result per use, in order), and each wallet's raw
+    balance after the batch."""
+
+    posted: list[Posted]
+    balances: dict[str, int]
+
+
 def consume(
     session: Session,
     *,
@@ -116,40 +143,91 @@ def consume(
     operator_id: int | None = None,
 ) -> Posted:
     """Charge use to a wallet as revenue; what the wallet (and overdraft) can't cover is arrears."""
-    check_amount(amount, "amount")
-    lock = lock_ledger(session)  # the split below depends on the balance
-    accounts = lock_accounts(lock, [wallet], {wallet: "wallet"})
-    source = _require_wallet(accounts[wallet], "wallet")
-    utility = kind or source["utility_kind"]
-    office_id = source["office_id"]
-    if utility is None or office_id is None:
-        raise InvalidInput(
-            f"wallet {wallet} has no utility kind; name the kind of the use", field="kind"
+    use = Use(wallet, amount, idempotency_key, kind, memo, operator_id)
+    return _consume(session, [use], lambda _, name: name).posted[0]
+
+
+def consume_many(session: Session, uses: Sequence[Use]) -> Consumed:
+    """Charge a batch of uses, in order, under one ledger lock: as :func:`consume` each, in a
+    handful of statements for the whole batch. An error names the use (``uses[3].amount``)."""
+    return _consume(session, uses, lambda i, name: f"uses[{i}].{name}")
+
+
+def _consume(session: Session, uses: Sequence[Use], field: Callable[[int, str], str]) -> Consumed:
+    for i, use in enumerate(uses):
+        check_amount(use.amount, field(i, "amount"))
+    lock = lock_ledger(session)  # the splits below depend on the balances
+    wallets = list(dict.fromkeys(use.wallet for use in uses))
+    named: dict[AccountRef, str] = {
+        use.wallet: field(i, "wallet") for i, use in reversed(list(enumerate(uses)))
+    }
+    accounts = dict(lock_accounts(lock, wallets, named))
+    # What each use posts to: revenue of its kind at the wallet's office, and arrears for what
+    # the wallet cannot cover. Arrears are found as if every use posts (a replayed one posts
+    # nothing), so no use can need an account that was not locked first.
+    revenue: dict[tuple[str, int], int] = {}
+    arrears: dict[int, int] = {}
+    targets: list[tuple[str, int, int | None]] = []
+    running = {code: accounts[code]["balance"] for code in wallets}
+    for i, use in enumerate(uses):
+        source = _require_wallet(accounts[use.wallet], field(i, "wallet"))
+        utility = use.kind or source["utility_kind"]
+        office_id = source["office_id"]
+        if utility is None or office_id is None:
+            raise InvalidInput(
+                f"wallet {use.wallet} has no utility kind; name the kind of the use",
+                field=field(i, "kind"),
+            )
+        if (utility, office_id) not in revenue:
+            revenue[utility, office_id] = acc.ensure_revenue_account(session, utility, office_id)
+        covered = _covered(use.amount, running[use.wallet], source["overdraft"])
+        running[use.wallet] += covered
+        customer_id = source["customer_id"]
+        if use.amount > covered and customer_id is not None and customer_id not in arrears:
+            arrears[customer_id] = acc.ensure_arrears_account(session, customer_id, office_id)
+        targets.append((utility, office_id, customer_id))
+    accounts.update(lock_accounts(lock, [*revenue.values(), *arrears.values()]))
+
+    def postings(i: int, use: Use) -> PostingsBuilder:
+        utility, office_id, customer_id = targets[i]
+
+        def build(locked: Mapping[AccountRef, dict[str, Any]]) -> list[tuple[AccountRef, int]]:
+            source = locked[use.wallet]
+            covered = _covered(use.amount, source["balance"], source["overdraft"])
+            legs: list[tuple[AccountRef, int]] = [(revenue[utility, office_id], -use.amount)]
+            if covered:
+                legs.append((use.wallet, covered))
+            if use.amount > covered:
+                if customer_id is None:
+                    raise InvalidInput(
+                        f"wallet {use.wallet} cannot cover {use.amount} fen",
+                        field=field(i, "amount"),
+                    )
+                legs.append((arrears[customer_id], use.amount - covered))
+            return legs
+
+        return build
+
+    entries = [
+        Entry(
+            idempotency_key=use.idempotency_key,
+            kind="consume",
+            request={"wallet": use.wallet, "amount": use.amount, "kind": targets[i][0]},
+            postings=postings(i, use),
+            memo=use.memo,
+            operator_id=use.operator_id,
+            office_id=targets[i][1],
+            customer_id=targets[i][2],
         )
-    revenue = acc.ensure_revenue_account(session, utility, office_id)
-    covered = max(0, min(amount, -source["balance"] + source["overdraft"]))
-    legs: list[tuple[AccountRef, int]] = [(revenue, -amount)]
-    if covered:
-        legs.append((wallet, covered))
-    if amount > covered:
-        if source["customer_id"] is None:
-            raise InvalidInput(f"wallet {wallet} cannot cover {amount} fen", field="amount")
-        arrears = acc.ensure_arrears_account(session, source["customer_id"], office_id)
-        legs.append((arrears, amount - covered))
-    accounts = {**accounts, **lock_accounts(lock, [r for r, _ in legs if r != wallet])}
-    return post_locked(
-        session,
-        lock,
-        accounts,
-        idempotency_key=idempotency_key,
-        kind="consume",
-        request={"wallet": wallet, "amount": amount, "kind": utility},
-        postings=legs,
-        memo=memo,
-        operator_id=operator_id,
-        office_id=office_id,
-        customer_id=source["customer_id"],
-    )
+        for i, use in enumerate(uses)
+    ]
+    posted = post_many_locked(session, lock, accounts, entries)
+    return Consumed(posted=posted, balances={code: accounts[code]["balance"] for code in wallets})
+
+
+def _covered(amount: int, balance: int, overdraft: int) -> int:
+    """How much of ``amount`` a wallet with raw ``balance`` (and ``overdraft``) can take."""
+    return max(0, min(amount, -balance + overdraft))
 
 
 def refund(
