@@ -496,14 +496,15 @@ def sections_timed(protocol: Any) -> Iterator[Sections]:
     found = Sections()
     undo = [
         found.wrap(type(protocol), "read", "read (protocol.read, awaited: overlapping)"),
-        found.wrap(ReadingService, "_store", "store batch (thread: lease+store+commit)"),
+        found.wrap(ReadingService, "_store_in", "store batch (thread: lease check+store)"),
         found.wrap(service_module, "store_outcomes", "  store_outcomes"),
-        found.wrap(fees, "_store_one", "    _store_one (per meter)"),
-        found.wrap(fees, "_price", "      _price (tariff + posting)"),
-        found.wrap(fees, "quote_units", "        quote_units (tariff)"),
-        found.wrap(operations, "consume", "        ledger consume"),
-        found.wrap(ReadingService, "_acquire", "lease acquire (thread)"),
-        found.wrap(ReadingService, "_release", "lease release (thread)"),
+        found.wrap(fees, "_store_one", "    _store_one (per meter: store, price)"),
+        found.wrap(fees, "_price", "      _price (tariff)"),
+        found.wrap(fees, "quote_units", "        quote_units"),
+        found.wrap(operations, "consume_many", "    ledger consume_many (per batch)"),
+        found.wrap(fees, "_conclude", "    _conclude (per meter: alarm, relay)"),
+        found.wrap(ReadingService, "_begin_in", "lease take + meters to read (thread)"),
+        found.wrap(ReadingService, "_release_in", "lease release (thread)"),
     ]
     try:
         yield found
@@ -521,7 +522,7 @@ def store_profiled() -> Iterator[list[cProfile.Profile]]:
     """cProfile each batch store (each runs in a worker thread, where the loop's profiler does
     not see); the profiles are merged when printed."""
     profiles: list[cProfile.Profile] = []
-    original = ReadingService._store
+    original = ReadingService._store_in
 
     @functools.wraps(original)
     def profiled(self: ReadingService, *args: Any, **kwargs: Any) -> Any:
@@ -529,11 +530,11 @@ def store_profiled() -> Iterator[list[cProfile.Profile]]:
         profiles.append(profiler)
         return profiler.runcall(original, self, *args, **kwargs)
 
-    ReadingService._store = profiled  # type: ignore[method-assign]
+    ReadingService._store_in = profiled  # type: ignore[method-assign]
     try:
         yield profiles
     finally:
-        ReadingService._store = original  # type: ignore[method-assign]
+        ReadingService._store_in = original  # type: ignore[method-assign]
 
 
 # The run -----------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from onecard.remote.modbus import (
     Register,
     crc16,
     decode,
+    decoder,
     encode,
     load_map,
     plan_reads,
@@ -246,6 +247,35 @@ def test_decode_encode_round_trip(
     assert isinstance(value, Decimal)
     assert value == decode(reg, words, "big", "big")
     assert encode(reg, value, word_order, byte_order) == wire
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kind=st.sampled_from(sorted(TYPES)),
+    raw=st.integers(min_value=0, max_value=2**32 - 1),
+    scale=st.sampled_from(["1", "0.1", "0.01", "0.001", "10"]),
+    word_order=st.sampled_from(["big", "little"]),
+    byte_order=st.sampled_from(["big", "little"]),
+    offset=st.integers(min_value=0, max_value=3),
+)
+def test_a_prepared_decoder_reads_what_decode_reads(
+    kind: str, raw: int, scale: str, word_order: str, byte_order: str, offset: int
+) -> None:
+    """The per-register decoders a read uses agree with :func:`decode` on any words, at any
+    offset in a block."""
+    reg = Register("x", 0, kind, Decimal(scale))
+    if kind.startswith("bcd"):
+        raw = int(str(raw)[-4 * reg.words :], 16)
+    own = [raw & 0xFFFF] if reg.words == 1 else [raw >> 16, raw & 0xFFFF]
+    block = [0xFFFF] * offset + own + [0x1234]
+    try:
+        expected = decode(reg, own, word_order, byte_order)
+    except BadFrame:  # a float32 that is not a finite number
+        with pytest.raises(BadFrame):
+            decoder(reg, word_order, byte_order)(block, offset)
+        return
+    got = decoder(reg, word_order, byte_order)(block, offset)
+    assert got == expected and str(got) == str(expected)
 
 
 def test_decode_examples() -> None:

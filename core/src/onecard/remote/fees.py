@@ -18,10 +18,11 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
+from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, insert, select
+from sqlalchemy import Table, and_, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from onecard.errors import InvalidInput, NotFound
@@ -158,9 +159,39 @@ def in_no_trip_window(spec: str | None, local: dt.datetime) -> bool:
     return minute >= start or minute < end
 
 
+_REMOTE: Table = RemoteMeter.__table__  # type: ignore[assignment]
+_REMOTE_COLUMNS = tuple(c.name for c in _REMOTE.columns)
+#: The working state a batch moves: written back for every meter of the batch in one statement.
+_WORKING = (
+    "last_cumulative",
+    "last_read_at",
+    "priced_cumulative",
+    "priced_bands",
+    "priced_at",
+    "ladder_start",
+    "ladder_used",
+    "last_attempt_at",
+    "missed",
+    "stale",
+    "last_error",
+    "alarm_level",
+    "relay",
+    "relay_checked_at",
+    "exhausted_since",
+    "bypass",
+    "meter_recharge_count",
+)
+_WRITE_BACK = (
+    update(_REMOTE)
+    .where(_REMOTE.c.meter_id == bindparam("b_meter_id"))
+    .values({name: bindparam(name) for name in _WORKING})
+)
+
+# Each row: the remote meter's columns (read as plain values: the batch works on them without
+# the ORM's change tracking and writes them back at once), then what pricing and alarms need.
 _ROWS = (
     select(
-        RemoteMeter,
+        *_REMOTE.columns,
         Meter.kind,
         Meter.serial,
         Meter.tariff,
@@ -174,7 +205,7 @@ _ROWS = (
         LedgerAccount.balance,
         LedgerAccount.overdraft,
     )
-    .join(Meter, Meter.id == RemoteMeter.meter_id)
+    .join(Meter, Meter.id == _REMOTE.c.meter_id)
     .outerjoin(Premises, Premises.id == Meter.premises_id)
     .outerjoin(Customer, Customer.id == Premises.customer_id)
     .outerjoin(
@@ -184,23 +215,67 @@ _ROWS = (
 )
 
 
+def _load(session: Session, ids: Sequence[int]) -> dict[int, tuple[Any, ...]]:
+    """The batch's meters by id: (state, kind, serial, tariff, meter state, customer id,
+    category, office id, heated area, floor area, wallet code, balance, overdraft), where the
+    state is a namespace of the ``remote_meters`` row."""
+    n = len(_REMOTE_COLUMNS)
+    found: dict[int, tuple[Any, ...]] = {}
+    for start in range(0, len(ids), 500):
+        for row in session.execute(_ROWS.where(_REMOTE.c.meter_id.in_(ids[start : start + 500]))):
+            state = SimpleNamespace(**dict(zip(_REMOTE_COLUMNS, row[:n], strict=True)))
+            found[state.meter_id] = (state, *row[n:])
+    return found
+
+
+def _write_back(session: Session, states: Sequence[SimpleNamespace]) -> None:
+    if states:
+        session.execute(
+            _WRITE_BACK,
+            [
+                {"b_meter_id": s.meter_id, **{name: getattr(s, name) for name in _WORKING}}
+                for s in states
+            ],
+        )
+
+
+@dataclass
+class _Read:
+    """A meter read in this batch, between storing its reading and acting on its credit."""
+
+    row: Any
+    outcome: Outcome
+    credit: int | None = None  # fen: the meter's own remaining credit, or the wallet's
+    use: int | None = None  # index of its use in the batch's consume_many
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
 def store_outcomes(
     session: Session, ctx: Context, outcomes: Sequence[Outcome], *, now: dt.datetime
 ) -> Stored:
-    """Store, price, post, alarm and decide for a batch of outcomes. Does not commit."""
+    """Store, price, post, alarm and decide for a batch of outcomes. Does not commit.
+
+    In three steps: store each reading and price its use; post the batch's uses together
+    (:func:`onecard.ledger.operations.consume_many`); then work out each meter's alarm level and
+    relay from the credit that is left.
+    """
     result = Stored()
     if not outcomes:
         return result
     ids = [o.meter_id for o in outcomes]
-    rows = {r[0].meter_id: r for r in session.execute(_ROWS.where(RemoteMeter.meter_id.in_(ids)))}
+    rows = _load(session, ids)
     tz = ZoneInfo(ctx.policy.timezone)
     readings: list[dict[str, Any]] = []
     events: list[MeterEvent] = []
+    read: list[_Read] = []
+    uses: list[ops.Use] = []
+    states: list[SimpleNamespace] = []
     for outcome in outcomes:
         row = rows.get(outcome.meter_id)
         if row is None:
             continue
-        remote: RemoteMeter = row[0]
+        remote: SimpleNamespace = row[0]
+        states.append(remote)
         remote.last_attempt_at = outcome.at
         if outcome.reading is None:
             result.missed += 1
@@ -219,7 +294,26 @@ def store_outcomes(
                     )
                 )
             continue
-        _store_one(session, ctx, row, outcome, readings, events, result, now=now, tz=tz)
+        item = _store_one(session, ctx, row, outcome, readings, events, uses, result, now=now)
+        if item is not None:
+            read.append(item)
+    if uses:
+        consumed = ops.consume_many(session, uses)
+        for item in read:
+            if item.use is not None:
+                posted = consumed.posted[item.use]
+                item.detail["priced"]["transaction"] = posted.seq
+                result.priced += 1
+                result.posted_fen += uses[item.use].amount
+        balances = consumed.balances
+    else:
+        balances = {}
+    for item in read:
+        if item.credit is None:  # billed by the server: the wallet's credit after the batch
+            wallet = item.row[10]
+            item.credit = -balances.get(wallet, item.row[11])
+        _conclude(session, ctx, item, events, result, tz=tz)
+    _write_back(session, states)
     if readings:
         session.execute(insert(MeterReading), readings)
         result.readings += len(readings)
@@ -237,20 +331,22 @@ def _store_one(
     outcome: Outcome,
     readings: list[dict[str, Any]],
     events: list[MeterEvent],
+    uses: list[ops.Use],
     result: Stored,
     *,
     now: dt.datetime,
-    tz: ZoneInfo,
-) -> None:
+) -> _Read | None:
+    """Store one reading and price its use (added to ``uses``); the meter, if it has a credit
+    to act on."""
     remote, kind_code = row[0], row[1]
-    customer_id, office_id = row[5], row[7]
-    wallet, balance, overdraft = row[10], row[11], row[12] or 0
+    customer_id, wallet = row[5], row[10]
     reading = outcome.reading
     assert reading is not None
     kind = ctx.utilities.get(kind_code)
     cumulative = smallest(kind.unit_decimals, reading.cumulative)
     bands = {k: str(v) for k, v in reading.bands.items()}
-    detail: dict[str, Any] = {}
+    item = _Read(row=row, outcome=outcome)
+    detail = item.detail
     if bands:
         detail["bands"] = bands
     if reading.values:
@@ -278,17 +374,17 @@ def _store_one(
         remote.relay = reading.relay
         remote.relay_checked_at = outcome.at
 
-    credit: int | None = None
+    acts = False
     if remote.billing == "server" and wallet is not None:
-        posted = _price(session, ctx, row, outcome, cumulative, events, detail)
-        if posted is not None:
-            result.priced += 1
-            result.posted_fen += posted[0]
-            balance = posted[1]
-        credit = -balance
+        use = _price(session, ctx, row, outcome, cumulative, events, detail)
+        if use is not None:
+            item.use = len(uses)
+            uses.append(use)
+        acts = True
     elif remote.billing == "meter" and remaining is not None:
-        credit = remaining
+        item.credit = remaining
         _check_recharges(session, remote, reading, events, result, customer_id, outcome.at)
+        acts = True
 
     if not repeated:  # the same instant read again (a retried cycle) is stored once
         readings.append(
@@ -303,8 +399,23 @@ def _store_one(
                 "detail": detail,
             }
         )
-    if credit is None:
-        return
+    return item if acts else None
+
+
+def _conclude(
+    session: Session,
+    ctx: Context,
+    item: _Read,
+    events: list[MeterEvent],
+    result: Stored,
+    *,
+    tz: ZoneInfo,
+) -> None:
+    """Record an alarm level crossed by the meter's credit, and decide its relay."""
+    row, outcome, credit = item.row, item.outcome, item.credit
+    assert credit is not None and outcome.reading is not None
+    remote: SimpleNamespace = row[0]
+    customer_id, office_id, overdraft = row[5], row[7], row[12] or 0
     policy = ctx.policy
     alarm1 = policy.alarm1 if remote.alarm1 is None else remote.alarm1
     alarm2 = policy.alarm2 if remote.alarm2 is None else remote.alarm2
@@ -339,7 +450,17 @@ def _store_one(
     else:
         remote.exhausted_since = None
     _decide(
-        session, ctx, remote, reading, level, office_id, customer_id, outcome.at, tz, events, result
+        session,
+        ctx,
+        remote,
+        outcome.reading,
+        level,
+        office_id,
+        customer_id,
+        outcome.at,
+        tz,
+        events,
+        result,
     )
 
 
@@ -351,9 +472,10 @@ def _price(
     cumulative: int,
     events: list[MeterEvent],
     detail: dict[str, Any],
-) -> tuple[int, int] | None:
-    """Post the use since ``priced_cumulative``; return (fen posted, wallet balance after)."""
-    remote: RemoteMeter = row[0]
+) -> ops.Use | None:
+    """Price the use since ``priced_cumulative`` and move the meter's priced position past it;
+    the use to post (in this same transaction), or None when there is nothing to post."""
+    remote: SimpleNamespace = row[0]
     kind_code, tariff, customer_id, category = row[1], row[3], row[5], row[6]
     heated_area, floor_area, wallet = row[8], row[9], row[10]
     reading = outcome.reading
@@ -418,30 +540,22 @@ def _price(
     amount = quote.amount
     if amount <= 0:
         return None  # less than a fen so far: it waits for the next reading
-    key = f"remote-use:{remote.meter_id}:{remote.priced_cumulative}:{cumulative}"
     unit = sched.kind.unit or ""
-    posted = ops.consume(
-        session,
+    use = ops.Use(
         wallet=wallet,
         amount=amount,
-        idempotency_key=key,
+        idempotency_key=f"remote-use:{remote.meter_id}:{remote.priced_cumulative}:{cumulative}",
         memo=(
             f"{kind_code} {row[2]}: {quote.quantity} {unit} "
             f"{start.isoformat(timespec='minutes')} - {end.isoformat(timespec='minutes')}"
         ),
     )
-    detail["priced"] = {
-        "from": remote.priced_cumulative,
-        "amount": amount,
-        "transaction": posted.seq,
-    }
+    detail["priced"] = {"from": remote.priced_cumulative, "amount": amount}
     remote.priced_cumulative = cumulative
     remote.priced_at = end
     remote.priced_bands = {k: str(v) for k, v in reading.bands.items()}
     _advance_ladder(sched, remote, start, end, units, used, category)
-    balance = sum(a for code, a in posted.postings if code == wallet)
-    row_balance = row[11] + balance
-    return amount, row_balance
+    return use
 
 
 def _period_start(sched: Schedule, at: dt.datetime, category: str | None) -> dt.datetime | None:
@@ -451,19 +565,19 @@ def _period_start(sched: Schedule, at: dt.datetime, category: str | None) -> dt.
 
 
 def _ladder_used(
-    sched: Schedule, remote: RemoteMeter, at: dt.datetime, category: str | None
+    sched: Schedule, remote: SimpleNamespace, at: dt.datetime, category: str | None
 ) -> int:
     start = _period_start(sched, at, category)
     if start is None:
         return 0
     if remote.ladder_start is not None and remote.ladder_start == start:
-        return remote.ladder_used
+        return int(remote.ladder_used)
     return 0
 
 
 def _advance_ladder(
     sched: Schedule,
-    remote: RemoteMeter,
+    remote: SimpleNamespace,
     start: dt.datetime,
     end: dt.datetime,
     units: int,
@@ -489,7 +603,7 @@ def _advance_ladder(
 
 def _check_recharges(
     session: Session,
-    remote: RemoteMeter,
+    remote: SimpleNamespace,
     reading: RemoteReading,
     events: list[MeterEvent],
     result: Stored,
@@ -542,7 +656,7 @@ def _check_recharges(
 def _decide(
     session: Session,
     ctx: Context,
-    remote: RemoteMeter,
+    remote: SimpleNamespace,
     reading: RemoteReading,
     level: int,
     office_id: int | None,

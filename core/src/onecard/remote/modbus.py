@@ -20,7 +20,7 @@ import functools
 import importlib.resources
 import re
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
@@ -150,6 +150,17 @@ class RegisterMap:
     @functools.cached_property
     def plan(self) -> tuple[Block, ...]:
         return plan_reads(self.registers.values(), max_gap=self.max_gap)
+
+    @functools.cached_property
+    def decoders(self) -> tuple[tuple[tuple[str, int, Decoder], ...], ...]:
+        """For each block of :attr:`plan`: (register name, word offset, :func:`decoder`)."""
+        return tuple(
+            tuple(
+                (reg.name, offset, decoder(reg, self.word_order, self.byte_order))
+                for reg, offset in block.members
+            )
+            for block in self.plan
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -580,6 +591,40 @@ def decode(
     return Decimal(value) * reg.scale
 
 
+#: Reads a register's value from a block's words at a word offset.
+Decoder = Callable[[Sequence[int], int], Decimal]
+
+
+def decoder(reg: Register, word_order: str = "big", byte_order: str = "big") -> Decoder:
+    """:func:`decode` for ``reg``, prepared once: a function of a block's words and the
+    register's offset in them. Every read decodes every register of the map, so the common
+    integer types in big-endian order are read straight from the words."""
+    scale, count = reg.scale, reg.words
+    if word_order != "big" or byte_order != "big" or reg.type not in _PLAIN:
+
+        def general(words: Sequence[int], offset: int) -> Decimal:
+            return decode(reg, words[offset : offset + count], word_order, byte_order)
+
+        return general
+    if reg.type == "uint16":
+        return lambda words, offset: Decimal(words[offset]) * scale
+    if reg.type == "int16":
+        return lambda words, offset: (
+            Decimal(words[offset] - ((words[offset] & 0x8000) << 1)) * scale
+        )
+    if reg.type == "uint32":
+        return lambda words, offset: Decimal((words[offset] << 16) | words[offset + 1]) * scale
+
+    def int32(words: Sequence[int], offset: int) -> Decimal:
+        value = (words[offset] << 16) | words[offset + 1]
+        return Decimal(value - ((value & 0x80000000) << 1)) * scale
+
+    return int32
+
+
+_PLAIN = frozenset({"uint16", "int16", "uint32", "int32"})
+
+
 def _float32_text(value: float, raw: bytes) -> str:
     """The shortest decimal text that is the same float32 (123.45, not 123.44999694824219)."""
     for digits in range(6, 10):
@@ -745,12 +790,10 @@ class ModbusProtocol:
         unit = int(self.check_address(meter.address))
         client = await bus.modbus()
         values: dict[str, Decimal] = {}
-        for block in rmap.plan:
+        for block, decoders in zip(rmap.plan, rmap.decoders, strict=True):
             words = await self._read_block(client, bus, block, unit)
-            for reg, offset in block.members:
-                values[reg.name] = decode(
-                    reg, words[offset : offset + reg.words], rmap.word_order, rmap.byte_order
-                )
+            for name, offset, read_value in decoders:
+                values[name] = read_value(words, offset)
         return self._reading(rmap, values)
 
     @staticmethod

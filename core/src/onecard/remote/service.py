@@ -2,10 +2,13 @@
 
 One asyncio event loop runs all buses concurrently; on each bus the meters are read strictly one
 after another. A cycle of a gateway: take its lease (:mod:`onecard.remote.lease`), read its due
-meters (with retries and backoff), store each batch in its own transaction
-(:func:`onecard.remote.fees.store_outcomes`, run in a worker thread while the bus reads on), send
-the relay commands and recharge pushes that were decided and read the result back, send the
-notices of new alarm events, give the lease back.
+meters (with retries and backoff), store each batch (:func:`onecard.remote.fees.store_outcomes`,
+on the database thread while the bus reads on), send the relay commands and recharge pushes that
+were decided and read the result back, send the notices of new alarm events, give the lease back.
+
+Every database call runs on one thread. Lease takes, batch stores and lease releases that queue
+there together (the buses of one schedule start and finish together) share one transaction and
+one commit, each in its own savepoint, so one gateway's failure stays its own.
 
 APScheduler (``AsyncIOScheduler``) runs a job per gateway and reading interval: the interval of
 the meter's group, else the gateway's group, else the default (30 minutes).
@@ -18,6 +21,7 @@ import datetime as dt
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections import Counter
@@ -59,6 +63,7 @@ from onecard.remote.fees import (
 from onecard.remote.inventory import link_of
 from onecard.remote.types import (
     RELAY_COMMANDS,
+    GatewayLink,
     GatewayOffline,
     MeterError,
     MeterRef,
@@ -110,7 +115,72 @@ class CycleReport:
         }
 
 
+@dataclass
+class Begun:
+    """A gateway as a cycle or a command starts on it: its lease token (None: another instance
+    holds it) and the meters to read."""
+
+    gateway_id: int
+    code: str
+    token: int | None
+    holder: str | None
+    link: GatewayLink
+    retries: int
+    targets: list[Target]
+
+
 NoticeSender = Callable[[Session, MeterEvent], None]
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.done():  # the caller gave up (cancelled)
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+class _Together:
+    """Calls of the service's method ``name(session, *args)`` on its database thread, served
+    together: every call waiting when the thread gets to them shares one session and one commit,
+    each in its own savepoint (an error rolls back that call alone and is raised to its caller)."""
+
+    def __init__(self, service: ReadingService, name: str, executor: ThreadPoolExecutor) -> None:
+        self.service = service
+        self.name = name
+        self.executor = executor
+        self.waiting: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self.lock = threading.Lock()
+
+    async def __call__(self, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        with self.lock:
+            self.waiting.append((args, future))
+            first = len(self.waiting) == 1
+        if first:  # later calls join this one until the thread takes the list
+            loop.run_in_executor(self.executor, self._serve, loop)
+        return await future
+
+    def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self.lock:
+            calls, self.waiting = self.waiting, []
+        results: list[tuple[bool, Any]] = []
+        fn = getattr(self.service, self.name)
+        try:
+            with self.service.sessions() as session:
+                for args, _ in calls:
+                    try:
+                        with session.begin_nested():
+                            results.append((True, fn(session, *args)))
+                    except Exception as exc:  # handed to its caller
+                        results.append((False, exc))
+                session.commit()
+        except BaseException as exc:  # the commit failed: every call failed
+            results = [(False, exc)] * len(calls)
+        for (_, future), (ok, value) in zip(calls, results, strict=True):
+            loop.call_soon_threadsafe(_settle, future, ok, value)
 
 
 class ReadingService:
@@ -144,6 +214,9 @@ class ReadingService:
         # every database call of this service runs on one worker thread, in order: SQLite has a
         # single writer, and queued writers would otherwise poll each other into its timeout
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onecard-db")
+        self._begin = _Together(self, "_begin_in", self._db)
+        self._store = _Together(self, "_store_in", self._db)
+        self._release = _Together(self, "_release_in", self._db)
 
     async def db(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` on the service's database thread."""
@@ -159,7 +232,15 @@ class ReadingService:
             raise NotFound(f"no gateway #{gateway_id}", field="gateway")
         own = aliased(ReadingGroup)
         rows = session.execute(
-            select(RemoteMeter, Meter, own.interval_minutes)
+            select(
+                Meter.id,
+                Meter.serial,
+                Meter.kind,
+                Meter.model,
+                Meter.protocol,
+                RemoteMeter.address,
+                own.interval_minutes,
+            )
             .join(Meter, Meter.id == RemoteMeter.meter_id)
             .outerjoin(own, own.id == RemoteMeter.group_id)
             .where(RemoteMeter.gateway_id == gateway_id, Meter.state == "active")
@@ -167,20 +248,18 @@ class ReadingService:
         ).all()
         default = gateway.group.interval_minutes if gateway.group else self.default_minutes
         targets = []
-        for remote, meter, interval in rows:
+        protocols: dict[tuple[str, str], Any] = {}
+        for meter_id, serial, kind, model, protocol, address, interval in rows:
             if minutes is not None and (interval or default) != minutes:
                 continue
-            kind = self.utilities.get(meter.kind)
+            if (kind, protocol) not in protocols:
+                protocols[kind, protocol] = self.utilities.get(kind).protocols.get(protocol)
             targets.append(
                 Target(
                     ref=MeterRef(
-                        meter_id=meter.id,
-                        serial=meter.serial,
-                        kind=meter.kind,
-                        address=remote.address,
-                        model=meter.model,
+                        meter_id=meter_id, serial=serial, kind=kind, address=address, model=model
                     ),
-                    protocol=kind.protocols.get(meter.protocol),
+                    protocol=protocols[kind, protocol],
                 )
             )
         return gateway, targets
@@ -200,35 +279,38 @@ class ReadingService:
         ).scalars()
         return {m or default for m in found}
 
-    def _acquire(self, gateway_id: int) -> tuple[int | None, str | None]:
-        with self.sessions() as session:
-            token = lease.acquire(
-                session, gateway_id, self.owner, now=self.clock(), ttl=self.lease_ttl
-            )
-            holder = None
-            if token is None:
-                holder = session.execute(
-                    select(Gateway.lease_owner).where(Gateway.id == gateway_id)
-                ).scalar()
-            session.commit()
-            return token, holder
+    def _begin_in(self, session: Session, gateway_id: int, minutes: int | None) -> Begun:
+        """Take the gateway's lease (if free) and list its meters due every ``minutes``."""
+        gateway, targets = self._targets(session, gateway_id, minutes)
+        token = lease.acquire(session, gateway_id, self.owner, now=self.clock(), ttl=self.lease_ttl)
+        holder = None
+        if token is None:
+            holder = session.execute(
+                select(Gateway.lease_owner).where(Gateway.id == gateway_id)
+            ).scalar()
+        return Begun(
+            gateway_id=gateway_id,
+            code=gateway.code,
+            token=token,
+            holder=holder,
+            link=link_of(gateway),
+            retries=gateway.retries,
+            targets=targets,
+        )
 
-    def _release(self, gateway_id: int, token: int, error: str) -> None:
-        with self.sessions() as session:
-            gateway = session.get(Gateway, gateway_id)
-            if gateway is not None and gateway.lease_token == token:
-                gateway.last_cycle_at = self.clock()
-                gateway.last_error = error[:500]
-            lease.release(session, gateway_id, self.owner, token)
-            session.commit()
+    def _release_in(self, session: Session, gateway_id: int, token: int, error: str) -> None:
+        gateway = session.get(Gateway, gateway_id)
+        if gateway is not None and gateway.lease_token == token:
+            gateway.last_cycle_at = self.clock()
+            gateway.last_error = error[:500]
+        lease.release(session, gateway_id, self.owner, token)
 
-    def _store(self, gateway_id: int, token: int, outcomes: Sequence[Outcome]) -> Stored:
-        with self.sessions() as session:
-            now = self.clock()
-            lease.check(session, gateway_id, self.owner, token, now=now, ttl=self.lease_ttl)
-            stored = store_outcomes(session, self.ctx, outcomes, now=now)
-            session.commit()
-            return stored
+    def _store_in(
+        self, session: Session, gateway_id: int, token: int, outcomes: Sequence[Outcome]
+    ) -> Stored:
+        now = self.clock()
+        lease.check(session, gateway_id, self.owner, token, now=now, ttl=self.lease_ttl)
+        return store_outcomes(session, self.ctx, outcomes, now=now)
 
     async def _read(self, bus: Bus, target: Target, retries: int) -> Outcome:
         error: MeterError | None = None
@@ -237,9 +319,8 @@ class ReadingService:
         for attempt in range(retries + 1):
             attempts += 1
             try:
-                reading: RemoteReading = await asyncio.wait_for(
-                    target.protocol.read(bus, target.ref), timeout=limit
-                )
+                async with asyncio.timeout(limit):  # no task per read, unlike wait_for
+                    reading: RemoteReading = await target.protocol.read(bus, target.ref)
                 return Outcome(target.ref.meter_id, self.clock(), reading, attempts=attempts)
             except GatewayOffline:
                 raise
@@ -261,16 +342,13 @@ class ReadingService:
     async def cycle(self, gateway_id: int, *, minutes: int | None = None) -> CycleReport:
         """Read a gateway's meters (those read every ``minutes``; None: all) and act on them."""
         started = time.monotonic()
-        token, holder = await self.db(self._acquire, gateway_id)
-        with self.sessions() as session:
-            gateway, targets = self._targets(session, gateway_id, minutes)
-            link = link_of(gateway)
-            retries = gateway.retries
-            report = CycleReport(gateway=gateway.code, meters=len(targets))
+        begun: Begun = await self._begin(gateway_id, minutes)
+        token, targets, retries = begun.token, begun.targets, begun.retries
+        report = CycleReport(gateway=begun.code, meters=len(targets))
         if token is None:
-            report.busy = holder or "another instance"
+            report.busy = begun.holder or "another instance"
             return report
-        bus = Bus(link)
+        bus = Bus(begun.link)
         error = ""
         actions: list[Action] = []
         events: list[int] = []
@@ -283,7 +361,7 @@ class ReadingService:
                 nonlocal pending
                 if pending is not None:
                     self._account(report, await pending, actions, events)
-                pending = asyncio.ensure_future(self.db(self._store, gateway_id, token, batch))
+                pending = asyncio.ensure_future(self._store(gateway_id, token, batch))
 
             offline: GatewayOffline | None = None
             for target in targets:
@@ -317,7 +395,7 @@ class ReadingService:
             log.warning("%s", exc)
         finally:
             await bus.close()
-            await self.db(self._release, gateway_id, token, error)
+            await self._release(gateway_id, token, error)
         if events:
             await self.db(self.send_notices, events)
         report.events = len(events)
@@ -521,48 +599,45 @@ class ReadingService:
             gateway_id = remote.gateway_id
         deadline = time.monotonic() + wait
         while True:
-            token, holder = await self.db(self._acquire, gateway_id)
-            if token is not None:
+            begun: Begun = await self._begin(gateway_id, None)
+            if begun.token is not None:
                 break
             if time.monotonic() > deadline:
                 raise Conflict(
-                    f"the gateway is busy (held by {holder}); try again shortly", field="meter"
+                    f"the gateway is busy (held by {begun.holder}); try again shortly",
+                    field="meter",
                 )
             await asyncio.sleep(0.5)
-        out = await self.send_now(
-            gateway_id, token, Action(meter_id, command, source="manual"), actor, reason
-        )
+        out = await self.send_now(begun, Action(meter_id, command, source="manual"), actor, reason)
         if "event" in out:
             await self.db(self.send_notices, [out["event"]])
         return out
 
     async def send_now(
         self,
-        gateway_id: int,
-        token: int,
+        begun: Begun,
         action: Action,
         actor: Actor | None = None,
         reason: str = "",
     ) -> dict[str, Any]:
-        """Carry out one action on the gateway whose lease ``token`` the caller took, record it,
-        and give the lease back."""
+        """Carry out one action on a gateway whose lease the caller took (:attr:`Begun.token`),
+        record it, and give the lease back."""
+        token = begun.token
+        assert token is not None, "send_now needs the gateway's lease"
         try:
-            with self.sessions() as session:
-                gateway, targets = self._targets(session, gateway_id, None)
-                link = link_of(gateway)
-            target = next((t for t in targets if t.ref.meter_id == action.meter_id), None)
+            target = next((t for t in begun.targets if t.ref.meter_id == action.meter_id), None)
             if target is None:
                 raise NotFound("the meter is not active on its gateway", field="meter")
-            bus = Bus(link)
+            bus = Bus(begun.link)
             try:
                 result = await self._act(bus, target, action)
             finally:
                 await bus.close()
             results = await self.db(
-                self._record_actions, gateway_id, token, [result], actor, reason
+                self._record_actions, begun.gateway_id, token, [result], actor, reason
             )
         finally:
-            await self.db(self._release, gateway_id, token, "")
+            await self._release(begun.gateway_id, token, "")
         return {k: v for k, v in results[0].items() if k != "action"}
 
     # Notices ---------------------------------------------------------------------------------
@@ -779,7 +854,7 @@ async def push_recharge(service: ReadingService, push_id: int) -> dict[str, Any]
             amount=Decimal(push.amount) / 100,
             count=push.count,
         )
-    token, holder = await service.db(service._acquire, gateway_id)
-    if token is None:
-        return {"status": "pending", "busy": holder}
-    return await service.send_now(gateway_id, token, action)
+    begun: Begun = await service._begin(gateway_id, None)
+    if begun.token is None:
+        return {"status": "pending", "busy": begun.holder}
+    return await service.send_now(begun, action)
