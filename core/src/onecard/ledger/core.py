@@ -493,7 +493,7 @@ def post_many_locked(
     """
     for entry in entries:
         _check_entry(entry)
-    stored = lock.driver.by_keys([e.idempotency_key for e in entries]) if entries else {}
+    stored = _stored(lock.driver, [e.idempotency_key for e in entries])
     replays: dict[int, int] = {}  # entry index -> stored transaction id
     new: list[tuple[dict[str, Any], list[tuple[int, int]], list[tuple[str, int]]]] = []
     fields: dict[str, Any]
@@ -577,6 +577,13 @@ def post_many_locked(
             fields, _, names = new[-1 - ref]
             out.append(_posted(fields, names, created=False))
     return out
+
+
+def _stored(driver: _Driver, keys: Sequence[str]) -> dict[str, tuple[int, int, str, str]]:
+    if len(keys) == 1:  # a single posting: the prepared statement of the one key
+        row = driver.one("by_key", (keys[0],))
+        return {} if row is None else {keys[0]: tuple(row)}
+    return driver.by_keys(keys) if keys else {}
 
 
 def _same_request(key: str, stored: str, fingerprint: str, seq: int, kind: str) -> None:
