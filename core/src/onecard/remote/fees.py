@@ -22,7 +22,7 @@ from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, and_, bindparam, insert, select, update
+from sqlalchemy import Table, and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from onecard.errors import InvalidInput, NotFound
@@ -160,6 +160,7 @@ def in_no_trip_window(spec: str | None, local: dt.datetime) -> bool:
 
 
 _REMOTE: Table = RemoteMeter.__table__  # type: ignore[assignment]
+_READINGS: Table = MeterReading.__table__  # type: ignore[assignment]
 _REMOTE_COLUMNS = tuple(c.name for c in _REMOTE.columns)
 #: The working state a batch moves: written back for every meter of the batch in one statement.
 _WORKING = (
@@ -315,7 +316,7 @@ def store_outcomes(
         _conclude(session, ctx, item, events, result, tz=tz)
     _write_back(session, states)
     if readings:
-        session.execute(insert(MeterReading), readings)
+        session.execute(_READINGS.insert(), readings)  # core: no ORM bulk machinery
         result.readings += len(readings)
     if events:
         session.add_all(events)
