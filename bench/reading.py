@@ -19,7 +19,7 @@ service
     the emulator moves on one simulated hour (each meter uses 1 kWh); then
     ``ReadingService.cycle_all()`` reads every gateway on the same number of connections, stores
     each reading, prices the hour and posts it to the wallet (one ledger transaction per meter),
-    in batches in worker threads while the buses read on.
+    in batches on the service's database thread while the buses read on.
 
 ``ratio`` is service reads/s over bare reads/s (the target is at least 0.5, and 100,000 meters read,
 priced and stored in under 60 s). The ledger must verify at the end.
