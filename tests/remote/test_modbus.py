@@ -222,22 +222,31 @@ def test_planning_merges_blocks_with_small_gaps() -> None:
     assert len(plan_reads(wide, max_gap=0)) == 30
 
 
+#: Any register: its type, raw content, scale and word and byte order.
+REGISTERS = {
+    "kind": st.sampled_from(sorted(TYPES)),
+    "raw": st.integers(min_value=0, max_value=2**32 - 1),
+    "scale": st.sampled_from(["1", "0.1", "0.01", "0.001", "10"]),
+    "word_order": st.sampled_from(["big", "little"]),
+    "byte_order": st.sampled_from(["big", "little"]),
+}
+
+
+def register_words(kind: str, raw: int, scale: str) -> tuple[Register, list[int]]:
+    """A register of ``kind`` and its words (big-endian) holding ``raw``."""
+    reg = Register("x", 0, kind, Decimal(scale))
+    if kind.startswith("bcd"):  # BCD registers hold decimal digits only
+        raw = int(str(raw)[-4 * reg.words :], 16)
+    return reg, [raw & 0xFFFF] if reg.words == 1 else [raw >> 16, raw & 0xFFFF]
+
+
 @settings(max_examples=300, deadline=None)
-@given(
-    kind=st.sampled_from(sorted(TYPES)),
-    raw=st.integers(min_value=0, max_value=2**32 - 1),
-    scale=st.sampled_from(["1", "0.1", "0.01", "0.001", "10"]),
-    word_order=st.sampled_from(["big", "little"]),
-    byte_order=st.sampled_from(["big", "little"]),
-)
+@given(**REGISTERS)
 def test_decode_encode_round_trip(
     kind: str, raw: int, scale: str, word_order: str, byte_order: str
 ) -> None:
     """Any raw register content decodes to a Decimal that encodes back to the same words."""
-    reg = Register("x", 0, kind, Decimal(scale))
-    if kind.startswith("bcd"):  # BCD registers hold decimal digits only
-        raw = int(str(raw)[-4 * reg.words :], 16)
-    words = [raw & 0xFFFF] if reg.words == 1 else [raw >> 16, raw & 0xFFFF]
+    reg, words = register_words(kind, raw, scale)
     if kind == "float32":
         number = struct.unpack(">f", raw.to_bytes(4, "big"))[0]
         if number != number or abs(number) == float("inf"):
@@ -250,23 +259,13 @@ def test_decode_encode_round_trip(
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    kind=st.sampled_from(sorted(TYPES)),
-    raw=st.integers(min_value=0, max_value=2**32 - 1),
-    scale=st.sampled_from(["1", "0.1", "0.01", "0.001", "10"]),
-    word_order=st.sampled_from(["big", "little"]),
-    byte_order=st.sampled_from(["big", "little"]),
-    offset=st.integers(min_value=0, max_value=3),
-)
+@given(**REGISTERS, offset=st.integers(min_value=0, max_value=3))
 def test_a_prepared_decoder_reads_what_decode_reads(
     kind: str, raw: int, scale: str, word_order: str, byte_order: str, offset: int
 ) -> None:
     """The per-register decoders a read uses agree with :func:`decode` on any words, at any
     offset in a block."""
-    reg = Register("x", 0, kind, Decimal(scale))
-    if kind.startswith("bcd"):
-        raw = int(str(raw)[-4 * reg.words :], 16)
-    own = [raw & 0xFFFF] if reg.words == 1 else [raw >> 16, raw & 0xFFFF]
+    reg, own = register_words(kind, raw, scale)
     block = [0xFFFF] * offset + own + [0x1234]
     try:
         expected = decode(reg, own, word_order, byte_order)
