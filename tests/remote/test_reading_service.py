@@ -383,3 +383,41 @@ def test_reading_groups_set_the_schedule(
     gateway_id = service.scheduler.jobs and next(iter(service.scheduler.jobs.values()))["args"][0]
     assert set(service.scheduler.jobs) == {f"gateway-{gateway_id}-30", f"gateway-{gateway_id}-5"}
     assert service.scheduler.jobs[f"gateway-{gateway_id}-5"]["minutes"] == 5
+
+
+def test_stores_served_together_keep_one_gateways_lost_lease_to_itself(
+    sessions: sessionmaker[Session], plugins: Plugins, world
+) -> None:
+    """Stores queued at the same moment share one commit, each in its own savepoint: the store
+    of a gateway whose lease was taken over is rolled back and raised to its cycle alone."""
+    from onecard.remote.fees import Outcome
+    from onecard.remote.lease import LeaseLost
+    from onecard.remote.types import RemoteReading
+
+    first = attach_meter(sessions, plugins, gateway="g1", port=502, serial="E0001", address="1")
+    second = attach_meter(sessions, plugins, gateway="g2", port=503, serial="E9001", address="1")
+    with sessions() as session:
+        g1, g2 = (inventory.get_gateway(session, code).id for code in ("g1", "g2"))
+    service = ReadingService(sessions, plugins.utilities)
+    at = dt.datetime.now(dt.UTC)
+
+    async def run() -> list[object]:
+        b1, b2 = await asyncio.gather(service._begin(g1, None), service._begin(g2, None))
+        assert b1.token is not None and b2.token is not None
+        with sessions() as session, session.begin():  # another instance takes g1 over
+            session.get(Gateway, g1).lease_token += 1
+        reading = RemoteReading(cumulative=Decimal("12.5"))
+        return await asyncio.gather(
+            service._store(g1, b1.token, [Outcome(first, at, reading)]),
+            service._store(g2, b2.token, [Outcome(second, at, reading)]),
+            return_exceptions=True,
+        )
+
+    lost, stored = asyncio.run(run())
+    assert isinstance(lost, LeaseLost)
+    assert stored.readings == 1
+    with sessions() as session:
+        read = session.scalars(select(MeterReading.meter_id)).all()
+        assert read == [second]
+        assert session.get(RemoteMeter, first).last_read_at is None
+        assert session.get(RemoteMeter, second).last_cumulative == 1250
