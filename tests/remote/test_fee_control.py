@@ -260,3 +260,28 @@ def test_manual_trip_close_and_keep_are_audited(
             assert actions[-3:] == ["meter.trip", "meter.close", "meter.keep"]
         with pytest.raises(Exception, match="reason"):
             asyncio.run(service.manual(meter_id, "trip", ACTOR, " "))
+
+
+def test_a_tariff_version_added_while_the_service_runs_is_priced_from_the_next_round(
+    sessions: sessionmaker[Session], plugins: Plugins, world
+) -> None:
+    """The service caches compiled tariffs between batches, and drops them at each round of
+    cycles (and each minute's job sync), so a new price is not missed until a restart."""
+    from onecard import tariffs
+    from onecard.remote.fees import Context
+
+    from .conftest import flat_tariff
+
+    attach_meter(sessions, plugins, gateway="g", port=502, serial="E0001", address="1")
+    ctx = Context(plugins.utilities)
+    with sessions() as session:
+        before = ctx.schedule(session, "electric", None)
+    assert before is not None
+    with sessions() as session, session.begin():
+        newer = {**flat_tariff("electric", "0.8"), "effective_from": "2026-06-01T00:00:00+08:00"}
+        tariffs.add_version(session, ACTOR, plugins.utilities, newer, allow_past=True)
+    with sessions() as session:
+        assert ctx.schedule(session, "electric", None) is before  # cached
+        ctx.forget()
+        after = ctx.schedule(session, "electric", None)
+    assert after is not None and len(after.versions) == len(before.versions) + 1

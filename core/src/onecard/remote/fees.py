@@ -102,6 +102,12 @@ class Context:
         self._schedules: dict[tuple[str, str | None], Schedule | None] = {}
         self._holidays: dict[tuple[int | None, dt.date], bool] = {}
 
+    def forget(self) -> None:
+        """Drop the cached tariffs and holidays: the next batch loads them again (a tariff
+        version or a holiday added since then is seen)."""
+        self._schedules = {}
+        self._holidays = {}
+
     def schedule(self, session: Session, kind: str, tariff: str | None) -> Schedule | None:
         key = (kind, tariff)
         if key not in self._schedules:

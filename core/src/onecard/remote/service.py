@@ -699,7 +699,9 @@ class ReadingService:
         return scheduler
 
     def sync_jobs(self) -> None:
-        """Make the jobs match the gateways and intervals in the database."""
+        """Make the jobs match the gateways and intervals in the database (and reload tariffs
+        and holidays on the next batch)."""
+        self.ctx.forget()
         scheduler = self.scheduler
         wanted: dict[str, tuple[int, int]] = {}
         with self.sessions() as session:
@@ -729,6 +731,7 @@ class ReadingService:
 
     async def cycle_all(self) -> list[CycleReport]:
         """Read every enabled gateway once, all buses at the same time."""
+        self.ctx.forget()
         with self.sessions() as session:
             ids = list(
                 session.execute(
