@@ -505,10 +505,11 @@ def post_many_locked(
     try:
         for i, entry in enumerate(entries):
             key = entry.idempotency_key
-            static = None if callable(entry.postings) else _validate_postings(entry.postings)
-            by_id = (
-                [] if static is None else [(acc["id"], n) for acc, n in _resolve(accounts, static)]
+            postings = entry.postings
+            resolved = (
+                [] if callable(postings) else _resolve(accounts, _validate_postings(postings))
             )
+            by_id = [(acc["id"], n) for acc, n in resolved]
             fingerprint = request_fingerprint(
                 entry.kind, entry.request, by_id, entry.memo, entry.reason_code, entry.reverses_id
             )
@@ -526,11 +527,9 @@ def post_many_locked(
             if entry.reverses_id is not None:
                 _not_reversed(lock.conn, entry.reverses_id, reversed_here)
                 reversed_here.add(entry.reverses_id)
-            if static is None:
-                builder: Any = entry.postings
-                static = _validate_postings(builder(accounts))
-                by_id = [(acc["id"], n) for acc, n in _resolve(accounts, static)]
-            resolved = _resolve(accounts, static)
+            if callable(postings):
+                resolved = _resolve(accounts, _validate_postings(postings(accounts)))
+                by_id = [(acc["id"], n) for acc, n in resolved]
             for acc, amount in resolved:
                 _check_limit(acc, amount)
             fields = {
