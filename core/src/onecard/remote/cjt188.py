@@ -77,6 +77,7 @@ DI_VALVE = 0xA017  # write valve control: 55H open, 99H close
 
 VALVE_OPEN = 0x55
 VALVE_CLOSE = 0x99
+SERIAL_MODULUS = 256  # the purchase serial is one byte: recharge counts wrap at 256
 
 #: Valve states in ST bits 0-1.
 VALVE_STATES = {0b00: "open", 0b01: "closed", 0b11: "abnormal"}
@@ -619,6 +620,7 @@ class Cjt188Protocol:
             recharge_count=purchase["serial"],
             values={**reading.values, **{f"purchase_{k}": str(v) for k, v in purchase.items()}},
             meter_time=reading.meter_time,
+            recharge_count_modulus=SERIAL_MODULUS,
         )
 
     async def command(self, bus: Any, meter: MeterRef, command: str) -> None:
@@ -650,7 +652,7 @@ class Cjt188Protocol:
             )
         if count < 1:
             raise InvalidInput(f"recharge counts start at 1, not {count}", field="count")
-        serial = count % 256
+        serial = count % SERIAL_MODULUS
         try:
             data = bytes([serial]) + bcd_encode(amount, 4, 2)
         except ValueError as exc:
@@ -747,7 +749,7 @@ class Cjt188Responder:
             last, total = self.purchases.get(address, (Decimal(0), Decimal(0)))
             remaining = max(Decimal(0), sim.remaining)
             payload = (
-                bytes([sim.recharge_count % 256])
+                bytes([sim.recharge_count % SERIAL_MODULUS])
                 + bcd_encode(last, 4, 2, wrap=True)
                 + bcd_encode(total, 4, 2, wrap=True)
                 + bcd_encode(remaining, 4, 2, wrap=True)
@@ -772,7 +774,7 @@ class Cjt188Responder:
             except BadFrame:
                 return refuse()
             count = sim.recharge_count + 1
-            if serial != count % 256 or not sim.recharge(amount, count):
+            if serial != count % SERIAL_MODULUS or not sim.recharge(amount, count):
                 return refuse()
             _, total = self.purchases.get(address, (Decimal(0), Decimal(0)))
             self.purchases[address] = (amount, total + amount)

@@ -38,7 +38,7 @@ from onecard.models import (
     RemoteMeter,
     RemoteRecharge,
 )
-from onecard.remote.types import MeterError, RemoteReading
+from onecard.remote.types import MeterError, RemoteReading, unwrap_count
 from onecard.tariffs.documents import schedule as load_schedule
 from onecard.tariffs.documents import tariff_names
 from onecard.tariffs.engine import Position, Schedule, quote_units
@@ -617,10 +617,13 @@ def _check_recharges(
     customer_id: int | None,
     at: dt.datetime,
 ) -> None:
-    """Compare the meter's recharge count with ours: confirm, re-push, or raise a mismatch."""
-    count = reading.recharge_count
-    if count is None:
+    """Compare the meter's recharge count with ours: confirm, re-push, or raise a mismatch.
+    A counter that wraps (one byte in CJ/T 188) is read as the full count nearest ours."""
+    if reading.recharge_count is None:
         return
+    count = unwrap_count(
+        reading.recharge_count, reading.recharge_count_modulus, remote.recharge_count
+    )
     previous = remote.meter_recharge_count
     remote.meter_recharge_count = count
     pending = (

@@ -40,6 +40,7 @@ from onecard.remote.types import (
     MeterTimeout,
     RemoteReading,
     Unsupported,
+    unwrap_count,
 )
 
 #: Register types and how many 16-bit words each takes.
@@ -573,6 +574,25 @@ _RANGE = {
 }
 
 
+def count_modulus(reg: Register) -> int | None:
+    """Where a counter held in ``reg`` wraps (65536 for a uint16 or int16, 10000 for a bcd16);
+    None for a float or a scaled register, which do not hold a wrapping count."""
+    if reg.type not in _RANGE or reg.scale != 1:
+        return None
+    low, high = _RANGE[reg.type]
+    return high + 1 if low == 0 else 2 * (high + 1)
+
+
+def count_on_wire(reg: Register, count: int) -> int:
+    """The value ``reg`` carries for the full count ``count``: wrapped round its modulus (and
+    into the negative half for a signed type, as the counter's bits read)."""
+    modulus = count_modulus(reg)
+    if modulus is None:
+        return count
+    value = count % modulus
+    return value - modulus if value > _RANGE[reg.type][1] else value
+
+
 def decode(
     reg: Register, words: Sequence[int], word_order: str = "big", byte_order: str = "big"
 ) -> Decimal:
@@ -823,10 +843,11 @@ class ModbusProtocol:
         if roles.remaining is not None:
             used.add(roles.remaining)
             remaining = values[roles.remaining]
-        count = None
+        count = modulus = None
         if roles.recharge_count is not None:
             used.add(roles.recharge_count)
             count = int(values[roles.recharge_count])
+            modulus = count_modulus(rmap.registers[roles.recharge_count])
         others = {
             name: {"value": str(value), "unit": rmap.registers[name].unit}
             for name, value in values.items()
@@ -840,6 +861,7 @@ class ModbusProtocol:
             remaining=remaining,
             recharge_count=count,
             values=others,
+            recharge_count_modulus=modulus,
         )
 
     async def command(self, bus: Any, meter: MeterRef, command: str) -> None:
@@ -866,7 +888,8 @@ class ModbusProtocol:
         amount_reg, count_reg = (rmap.registers[n] for n in rmap.roles.recharge)
         unit = int(self.check_address(meter.address))
         parts = sorted(
-            [(amount_reg, Decimal(amount)), (count_reg, Decimal(count))], key=lambda p: p[0].address
+            [(amount_reg, Decimal(amount)), (count_reg, Decimal(count_on_wire(count_reg, count)))],
+            key=lambda p: p[0].address,
         )
         words: list[int] = []
         for reg, value in parts:
@@ -1234,7 +1257,7 @@ class ModbusResponder:
         if kind == "remaining":
             return encode(reg, sim.remaining if sim.remaining is not None else Decimal(0), wo, bo)
         if kind == "count":
-            return encode(reg, Decimal(sim.recharge_count) * reg.scale, wo, bo)
+            return encode(reg, Decimal(count_on_wire(reg, sim.recharge_count)) * reg.scale, wo, bo)
         if kind == "written":
             return [0] * reg.words
         stored = written.get((reg.address, reg.words))
@@ -1269,7 +1292,11 @@ class ModbusResponder:
             if amount_reg.name not in words or count_reg.name not in words:
                 return 3
             amount = decode(amount_reg, words[amount_reg.name], rmap.word_order, rmap.byte_order)
-            count = int(decode(count_reg, words[count_reg.name], rmap.word_order, rmap.byte_order))
+            count = unwrap_count(
+                int(decode(count_reg, words[count_reg.name], rmap.word_order, rmap.byte_order)),
+                count_modulus(count_reg),
+                sim.recharge_count + 1,
+            )
             if not sim.recharge(amount, count):
                 return 4
         if served.command_reg is not None and served.command_reg in touched:

@@ -68,6 +68,7 @@ from onecard.remote.types import (
     MeterError,
     MeterRef,
     RemoteReading,
+    unwrap_count,
 )
 from onecard.utility import UtilityRegistry
 
@@ -448,7 +449,10 @@ class ReadingService:
         try:
             back = await asyncio.wait_for(target.protocol.read(bus, target.ref), limit)
             out["relay"] = back.relay
-            out["recharge_count"] = back.recharge_count
+            count = back.recharge_count
+            if count is not None and action.count is not None:  # a push: the count it wrote
+                count = unwrap_count(count, back.recharge_count_modulus, action.count)
+            out["recharge_count"] = count
         except (MeterError, TimeoutError) as exc:
             out.setdefault("error", f"read-back failed: {exc}")
         return out

@@ -115,8 +115,10 @@ class RemoteReading:
     ``cumulative`` is the total register (kWh, m³, GJ or kWh of heat ...). ``bands`` holds the
     cumulative registers of time-of-use bands where the meter keeps them (``sharp``, ``peak``,
     ``flat``, ``valley``: the tariff's band names). ``remaining`` and ``recharge_count`` are for
-    meters that keep their own credit. ``values`` holds everything else read (voltage, current,
-    power, temperatures, status words), JSON-able, for display.
+    meters that keep their own credit; ``recharge_count_modulus`` is where the meter's counter
+    wraps (256 for a one-byte count; None: it does not), and the server reads the count as the
+    full count nearest the one it issued (:func:`unwrap_count`). ``values`` holds everything else
+    read (voltage, current, power, temperatures, status words), JSON-able, for display.
     """
 
     cumulative: Decimal
@@ -127,6 +129,21 @@ class RemoteReading:
     recharge_count: int | None = None
     values: Mapping[str, Any] = field(default_factory=dict)
     meter_time: dt.datetime | None = None
+    recharge_count_modulus: int | None = None
+
+
+def unwrap_count(read: int, modulus: int | None, near: int) -> int:
+    """The full recharge count that a meter's wrapping counter ``read`` stands for: the count
+    congruent to it modulo ``modulus`` that lies nearest ``near`` (the count the server issued),
+    as serial-number arithmetic does (RFC 1982). ``read`` itself when the counter does not wrap.
+
+    A meter is never more than half its counter's range away from what was issued: behind by the
+    pushes still pending, or ahead by pushes from elsewhere.
+    """
+    if not modulus:
+        return read
+    ahead = (read - near) % modulus
+    return near + ahead if 2 * ahead < modulus else near + ahead - modulus
 
 
 @dataclass(frozen=True)
