@@ -1,13 +1,17 @@
-"""The remote-meter API: list, manual commands with their audit events and permissions."""
+"""The remote-meter API: list, manual commands with their audit events and permissions, remote
+recharge."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from sqlalchemy import select
-from test_api import app, client_for, world  # noqa: F401  (fixtures)
+from test_api import app, client_for, state, world  # noqa: F401  (fixtures)
 
 from onecard.fleet.server import Fleet
 from onecard.fleet.sim import SimClock
-from onecard.models import AuditEvent, RelayCommand
+from onecard.ledger.verify import verify
+from onecard.models import AuditEvent, RelayCommand, RemoteRecharge
 from onecard.web import EXTENSION
 
 from .conftest import START, attach_meter, meter
@@ -57,3 +61,53 @@ def test_trip_keep_close_through_the_api(app) -> None:  # type: ignore[no-untype
             assert commands == ["trip", "keep", "release"]
             actions = [a.action for a in s.scalars(select(AuditEvent).order_by(AuditEvent.id))]
             assert actions[-3:] == ["meter.trip", "meter.keep", "meter.release"]
+
+
+def test_remote_recharge_through_the_api(app) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    rt = app.extensions[EXTENSION]
+    fleet = Fleet(SimClock(START))
+    sim = meter("5", remaining=Decimal("10.00"), price=Decimal("0.5"))
+    fleet.add_port("bus", rt.utilities.get("electric").protocols.get("modbus"), meters=[sim])
+    url = "/api/v1/remote/meters/E0001/recharges"
+    with fleet.running():
+        meter_id = attach_meter(
+            rt.sessions, rt.plugins, gateway="g", port=fleet.ports["bus"].port,
+            serial="E0001", address="5", billing="meter",
+        )  # fmt: skip
+        east, west, audit = (client_for(app, who) for who in ("east", "west", "audit"))
+        before = state(app)
+        for payload, field in [
+            ({"idempotency_key": "r1"}, "amount_fen"),
+            ({"amount_fen": 0, "idempotency_key": "r1"}, "amount_fen"),
+            ({"amount_fen": "50", "idempotency_key": "r1"}, "amount_fen"),
+            ({"amount_fen": 5000}, "idempotency_key"),
+            ({"amount_fen": 5000, "idempotency_key": "r1", "method": "iou"}, "method"),
+        ]:
+            r = east.post(url, json=payload)
+            assert r.status_code == 422 and r.json["field"] == field, (payload, r.json)
+        r = west.post(url, json={"amount_fen": 5000, "idempotency_key": "r1"})
+        assert r.status_code == 404 and r.json["field"] == "meter"  # another office's meter
+        assert (
+            audit.post(url, json={"amount_fen": 5000, "idempotency_key": "r1"}).status_code == 403
+        )
+        assert state(app) == before  # nothing sold by a refused request
+        assert sim.recharge_count == 0
+
+        r = east.post(url, json={"amount_fen": 5000, "idempotency_key": "r1"})
+        assert r.status_code == 201, r.json
+        assert (r.json["status"], r.json["count"], r.json["created"]) == ("accepted", 1, True)
+        assert (sim.recharge_count, sim.remaining) == (1, Decimal("60.00"))
+        again = east.post(url, json={"amount_fen": 5000, "idempotency_key": "r1"})
+        assert again.status_code == 200
+        assert (again.json["status"], again.json["count"], again.json["created"]) == (
+            "accepted",
+            1,
+            False,
+        )
+        assert (sim.recharge_count, sim.remaining) == (1, Decimal("60.00"))  # not sold twice
+        with rt.sessions() as s:
+            push = s.scalars(select(RemoteRecharge)).one()
+            assert (push.meter_id, push.amount, push.status) == (meter_id, 5000, "accepted")
+            actions = [a.action for a in s.scalars(select(AuditEvent).order_by(AuditEvent.id))]
+            assert actions.count("meter.recharge") == 1
+            assert verify(s).ok

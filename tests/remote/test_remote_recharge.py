@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import subprocess
+import sys
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +34,7 @@ from onecard.remote.types import unwrap_count
 from .conftest import ACTOR, attach_meter, make_service
 
 WATER_ADDRESS = "00000000000033"
+ONECARD = str(Path(sys.executable).with_name("onecard"))
 
 
 def _recharge(
@@ -257,3 +262,34 @@ def test_a_count_register_wraps_at_its_types_range(kind: str, modulus: int | Non
         assert unwrap_count(int(decode(reg, words)), modulus, count) == count
     scaled = Register(name="count", address=0, type="uint16", scale=Decimal("0.1"))
     assert count_modulus(scaled) is None
+
+
+def test_recharge_from_the_command_line(
+    sessions: sessionmaker[Session], plugins: Plugins, world, fleet, db_url: str, tmp_path
+) -> None:
+    sim, port = _acrel(fleet, plugins)
+    env = {**os.environ, "ONECARD_DATABASE_URL": db_url, "ONECARD_INSTANCE_PATH": str(tmp_path)}
+
+    def onecard(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([ONECARD, *args], env=env, capture_output=True, text=True)
+
+    with fleet.running():
+        meter_id = attach_meter(
+            sessions, plugins, gateway="gw1", port=port.port, serial="E0001", address="1",
+            billing="meter",
+        )  # fmt: skip
+        out = onecard("meters", "recharge", "E0001", "12.5x", "--office", "E01")
+        assert out.returncode != 0 and "amount" in out.stderr
+        out = onecard("meters", "recharge", "E9001", "10", "--office", "E01")  # not on a bus
+        assert out.returncode != 0 and "not a remote meter" in out.stderr
+        with sessions() as session:
+            assert session.scalars(select(RemoteRecharge)).all() == []
+        out = onecard("meters", "recharge", "E0001", "12.50", "--office", "E01", "--key", "c1")
+        assert out.returncode == 0, out.stderr
+        assert "recharge #1 of 12.50 yuan: accepted" in out.stdout
+        again = onecard("meters", "recharge", "E0001", "12.50", "--office", "E01", "--key", "c1")
+        assert again.returncode == 0 and "accepted" in again.stdout
+        assert (sim.recharge_count, sim.remaining) == (1, Decimal("22.50"))
+        with sessions() as session:
+            assert _delivered(session, meter_id) == [f"remote-recharge:{meter_id}:1"]
+            assert verify(session).ok

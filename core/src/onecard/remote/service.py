@@ -850,6 +850,8 @@ async def push_recharge(service: ReadingService, push_id: int) -> dict[str, Any]
         push = session.get(RemoteRecharge, push_id)
         if push is None:
             raise NotFound(f"no recharge #{push_id}", field="recharge")
+        if push.status != "pending":  # delivered already: nothing to send
+            return {"status": push.status, "recharge_count": push.meter_count}
         remote = session.get(RemoteMeter, push.meter_id)
         assert remote is not None
         gateway_id = remote.gateway_id

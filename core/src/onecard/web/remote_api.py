@@ -12,14 +12,15 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
+from sqlalchemy import select
 
-from onecard.errors import InvalidInput
-from onecard.models import Meter, Premises
+from onecard.errors import InvalidInput, NotFound
+from onecard.models import Meter, Premises, RemoteRecharge
 from onecard.remote import inventory
 from onecard.remote import service as svc
 from onecard.remote.cli import describe_meters, make_service
 from onecard.tariffs.meters import find_meter
-from onecard.web import auth, db, runtime
+from onecard.web import auth, db, runtime, schemas
 from onecard.web.api import body, json_only
 
 remote_api = Blueprint("remote_api", __name__, url_prefix="/api/v1/remote")
@@ -101,32 +102,29 @@ def release(ref: str) -> ResponseReturnValue:
 @remote_api.post("/meters/<ref>/recharges")
 @auth.require("sale.create")
 def recharge(ref: str) -> ResponseReturnValue:
-    """Sell credit to a meter that keeps its own: ``{"amount": fen, "idempotency_key": …,
-    "office_id": …, "method": "cash"}``; pushed at once with the next recharge count."""
-    data = body()
-    amount = data.get("amount")
-    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
-        raise InvalidInput("amount must be a positive whole number of fen", field="amount")
-    key = data.get("idempotency_key")
-    if not isinstance(key, str) or not key:
-        raise InvalidInput("idempotency_key is required", field="idempotency_key")
-    office_id = data.get("office_id")
-    if isinstance(office_id, bool) or not isinstance(office_id, int):
-        raise InvalidInput("office_id must be an office id", field="office_id")
-    auth.grants().require("sale.create", office_id)
+    """Sell credit to a meter that keeps its own (``{"amount_fen": …, "idempotency_key": …,
+    "method": "cash"}``, at the meter's office) and push it at once with the next recharge count.
+    A retry with the same key returns the first recharge (200) and sells nothing again."""
+    data = schemas.RemoteRechargeRequest().load(body())
     meter = _meter(ref)
+    office_id = _office_of(meter)
+    if office_id is None or not auth.grants().allows("sale.create", office_id):
+        # outside the operator's offices a meter is as good as unknown, as for a sale
+        raise NotFound(f"no meter with serial {ref!r}", field="meter")
     session = db()
+    key = data["idempotency_key"]
+    created = session.scalar(select(RemoteRecharge.id).where(RemoteRecharge.idempotency_key == key))
     push = svc.recharge(
         session,
         auth.actor(),
         meter.id,
-        amount=amount,
+        amount=data["amount_fen"],
         office_id=office_id,
         idempotency_key=key,
-        method=str(data.get("method") or "cash"),
+        method=data["method"],
     )
     session.commit()
-    push_id, count = push.id, push.count
+    push_id, count, amount = push.id, push.count, push.amount
     result: dict[str, Any] = asyncio.run(svc.push_recharge(make_service(runtime()), push_id))
-    result.update({"count": count, "amount": amount})
-    return jsonify(result), 201
+    result.update({"count": count, "amount_fen": amount, "created": created is None})
+    return jsonify(result), 201 if created is None else 200

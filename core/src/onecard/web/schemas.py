@@ -109,6 +109,14 @@ class SaleRequest(Schema):
             raise ValidationError("give either wallet or meter", field_name="wallet")
 
 
+class RemoteRechargeRequest(Schema):
+    """Credit sold to a meter that keeps its own, pushed to it with the next recharge count."""
+
+    amount_fen = fields.Integer(required=True, strict=True, validate=FEN)
+    method = fields.String(load_default="cash", validate=validate.OneOf(["cash", "bank"]))
+    idempotency_key = fields.String(required=True, validate=KEY)
+
+
 class ReversalRequest(Schema):
     reason_code = fields.String(required=True)
     idempotency_key = fields.String(required=True, validate=KEY)
