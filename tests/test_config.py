@@ -57,3 +57,37 @@ def test_secret_key_is_made_once_and_kept_private(tmp_path: Path) -> None:
     assert len(key) == 64 and s.ensure_secret_key() == key
     mode = stat.S_IMODE((tmp_path / "new" / "secret_key").stat().st_mode)
     assert mode == 0o600
+
+
+def test_remote_alarm_defaults_are_settings(tmp_path: Path) -> None:
+    from onecard.remote.notices import policy_of
+
+    s = load_settings({"instance_path": tmp_path}, env={})
+    assert (s.alarm1_fen, s.alarm2_fen, s.stale_after) == (2000, 500, 3)
+    (tmp_path / "onecard.toml").write_text('alarm1 = "50"\nalarm2 = "12.50"\nstale_after = 5\n')
+    s = load_settings({"instance_path": tmp_path}, env={})
+    assert (s.alarm1_fen, s.alarm2_fen, s.stale_after) == (5000, 1250, 5)
+    s = load_settings({"instance_path": tmp_path}, env={"ONECARD_ALARM2": "0"})
+    assert s.alarm2_fen == 0  # alarm 2 when the credit is gone
+    policy = policy_of(s)
+    assert (policy.alarm1, policy.alarm2, policy.stale_after) == (5000, 0, 5)
+
+
+@pytest.mark.parametrize(
+    ("env", "field", "message"),
+    [
+        ({"ONECARD_ALARM1": "twenty"}, "alarm1", "amount in yuan"),
+        ({"ONECARD_ALARM1": "-5"}, "alarm1", "positive"),
+        ({"ONECARD_ALARM2": "1.234"}, "alarm2", "two decimals"),
+        ({"ONECARD_ALARM1": "10", "ONECARD_ALARM2": "15"}, "alarm2", "not be above alarm1"),
+        ({"ONECARD_ALARM2": "30"}, "alarm2", "not be above alarm1"),  # the default alarm1: 20
+        ({"ONECARD_STALE_AFTER": "0"}, "stale_after", "from 1 to 1000"),
+        ({"ONECARD_STALE_AFTER": "often"}, "stale_after", "from 1 to 1000"),
+    ],
+)
+def test_bad_alarm_settings_are_named(
+    tmp_path: Path, env: dict[str, str], field: str, message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=message) as refused:
+        load_settings({"instance_path": tmp_path}, env=env)
+    assert refused.value.field == field

@@ -37,12 +37,17 @@ ONECARD_SMS_OK_VALUE          the value it must have (default ``0``)
 ONECARD_NOTIFY_TIMEOUT        seconds to wait for the SMTP server or SMS gateway (default 10)
 ONECARD_NOTIFY_RATE_PER_HOUR  at most this many messages to one recipient per hour (default 6)
 ONECARD_STAFF_EMAIL           where alarms for staff are e-mailed (default: none)
+ONECARD_ALARM1                a remote meter's alarm 1 threshold, yuan of credit left (default 20);
+                              a meter's own threshold wins (docs/remote-meters.md)
+ONECARD_ALARM2                its alarm 2 threshold (default 5; at most ALARM1)
+ONECARD_STALE_AFTER           consecutive missed readings that mark a remote meter stale (default 3)
 ============================  ======================================================================
 
-In ``onecard.toml`` the database URL, secret key, session minutes, reader and the notification
-settings can be written in lower case without the prefix (``database_url = "..."``); the plugin
-selection, the KEK, the SMTP password and the SMS token are read from the environment only, and the
-instance path is where the file itself lies. See docs/notifications.md for the notification keys.
+In ``onecard.toml`` the database URL, secret key, session minutes, reader, the notification
+settings and the remote-meter alarm settings can be written in lower case without the prefix
+(``database_url = "..."``); the plugin selection, the KEK, the SMTP password and the SMS token are
+read from the environment only, and the instance path is where the file itself lies. See
+docs/notifications.md for the notification keys.
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ NOTIFY_FILE_KEYS = (
     "staff_email",
 )
 NOTIFY_ENV_KEYS = ("smtp_password", "sms_token")
+REMOTE_KEYS = ("alarm1", "alarm2", "stale_after")
 KEYS = (
     "instance_path",
     "database_url",
@@ -84,8 +90,16 @@ KEYS = (
     "reader",
     *NOTIFY_FILE_KEYS,
     *NOTIFY_ENV_KEYS,
+    *REMOTE_KEYS,
 )
-FILE_KEYS = ("database_url", "secret_key", "session_minutes", "reader", *NOTIFY_FILE_KEYS)
+FILE_KEYS = (
+    "database_url",
+    "secret_key",
+    "session_minutes",
+    "reader",
+    *NOTIFY_FILE_KEYS,
+    *REMOTE_KEYS,
+)
 
 
 @dataclass(frozen=True)
@@ -112,6 +126,10 @@ class Settings:
     notify_timeout: float = 10.0
     notify_rate_per_hour: int = 6
     staff_email: str | None = None
+    # remote meters (docs/remote-meters.md): installation defaults a meter's own values override
+    alarm1_fen: int = 2000
+    alarm2_fen: int = 500
+    stale_after: int = 3
 
     @property
     def is_sqlite(self) -> bool:
@@ -171,7 +189,41 @@ def load_settings(
         if minutes < 1:
             raise InvalidInput("session_minutes must be at least 1", field="session_minutes")
         settings = replace(settings, session_minutes=minutes)
-    return replace(settings, **_notify_settings(values))
+    return replace(settings, **_notify_settings(values), **_remote_settings(values))
+
+
+def _remote_settings(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The remote-meter alarm defaults given, parsed and checked (each error names its key)."""
+    from onecard.money import parse_yuan
+
+    out: dict[str, Any] = {}
+    for key in ("alarm1", "alarm2"):
+        if key in values:
+            raw = values[key]
+            # zero is a threshold too (alarm when the credit is gone); the rest parses as yuan
+            out[f"{key}_fen"] = (
+                0 if str(raw).strip() in ("0", "0.0", "0.00") else parse_yuan(raw, key)
+            )
+    alarm1 = out.get("alarm1_fen", Settings.alarm1_fen)
+    alarm2 = out.get("alarm2_fen", Settings.alarm2_fen)
+    if alarm2 > alarm1:
+        raise InvalidInput(
+            f"alarm2 ({alarm2 / 100:.2f} yuan) must not be above alarm1 ({alarm1 / 100:.2f} yuan)",
+            field="alarm2",
+        )
+    if "stale_after" in values:
+        raw = values["stale_after"]
+        try:
+            count = int(raw) if not isinstance(raw, bool | float) else None
+        except (TypeError, ValueError):
+            count = None
+        if count is None or not 1 <= count <= 1000:
+            raise InvalidInput(
+                f"stale_after must be a whole number from 1 to 1000, not {raw!r}",
+                field="stale_after",
+            )
+        out["stale_after"] = count
+    return out
 
 
 def _notify_settings(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,6 @@ record and the installation's settings allow), bypasses and recharge mismatches 
 from __future__ import annotations
 
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -14,17 +13,10 @@ from onecard.remote.fees import Policy
 
 
 def policy_of(settings: Any) -> Policy:
-    """The alarm and stale defaults from the settings (``alarm1``/``alarm2`` in yuan)."""
-
-    def fen(name: str, default: int) -> int:
-        value = getattr(settings, name, None)
-        return default if value in (None, "") else int(Decimal(str(value)) * 100)
-
+    """The installation's alarm and stale defaults, from the settings (``ONECARD_ALARM1``,
+    ``ONECARD_ALARM2``, ``ONECARD_STALE_AFTER``)."""
     return Policy(
-        alarm1=fen("alarm1", Policy.alarm1),
-        alarm2=fen("alarm2", Policy.alarm2),
-        stale_after=int(getattr(settings, "stale_after", None) or Policy.stale_after),
-        timezone=str(getattr(settings, "timezone", None) or Policy.timezone),
+        alarm1=settings.alarm1_fen, alarm2=settings.alarm2_fen, stale_after=settings.stale_after
     )
 
 
