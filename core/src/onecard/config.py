@@ -58,6 +58,7 @@ import secrets
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -200,10 +201,11 @@ def _remote_settings(values: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("alarm1", "alarm2"):
         if key in values:
             raw = values[key]
-            # zero is a threshold too (alarm when the credit is gone); the rest parses as yuan
-            out[f"{key}_fen"] = (
-                0 if str(raw).strip() in ("0", "0.0", "0.00") else parse_yuan(raw, key)
-            )
+            try:  # zero is a threshold too (alarm when the credit is gone)
+                zero = not isinstance(raw, bool | float) and Decimal(str(raw).strip()) == 0
+            except InvalidOperation:
+                zero = False
+            out[f"{key}_fen"] = 0 if zero else parse_yuan(raw, key)
     alarm1 = out.get("alarm1_fen", Settings.alarm1_fen)
     alarm2 = out.get("alarm2_fen", Settings.alarm2_fen)
     if alarm2 > alarm1:
@@ -212,18 +214,21 @@ def _remote_settings(values: Mapping[str, Any]) -> dict[str, Any]:
             field="alarm2",
         )
     if "stale_after" in values:
-        raw = values["stale_after"]
-        try:
-            count = int(raw) if not isinstance(raw, bool | float) else None
-        except (TypeError, ValueError):
-            count = None
-        if count is None or not 1 <= count <= 1000:
-            raise InvalidInput(
-                f"stale_after must be a whole number from 1 to 1000, not {raw!r}",
-                field="stale_after",
-            )
-        out["stale_after"] = count
+        out["stale_after"] = _whole(values["stale_after"], "stale_after", 1, 1000)
     return out
+
+
+def _whole(raw: Any, key: str, low: int, high: int) -> int:
+    """``raw`` as a whole number from ``low`` to ``high``, or an error that names ``key``."""
+    try:
+        number = int(raw) if not isinstance(raw, bool | float) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not low <= number <= high:
+        raise InvalidInput(
+            f"{key} must be a whole number from {low} to {high}, not {raw!r}", field=key
+        )
+    return number
 
 
 def _notify_settings(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -242,16 +247,7 @@ def _notify_settings(values: Mapping[str, Any]) -> dict[str, Any]:
                 raise InvalidInput(f"{key} must not be empty", field=key)
     for key, low, high in (("smtp_port", 1, 65535), ("notify_rate_per_hour", 1, 100_000)):
         if key in values:
-            raw = values[key]
-            try:
-                number = int(raw) if not isinstance(raw, bool | float) else None
-            except (TypeError, ValueError):
-                number = None
-            if number is None or not low <= number <= high:
-                raise InvalidInput(
-                    f"{key} must be a whole number from {low} to {high}, not {raw!r}", field=key
-                )
-            out[key] = number
+            out[key] = _whole(values[key], key, low, high)
     if "notify_timeout" in values:
         raw = values["notify_timeout"]
         try:
