@@ -113,7 +113,7 @@ def recharge(ref: str) -> ResponseReturnValue:
         raise NotFound(f"no meter with serial {ref!r}", field="meter")
     session = db()
     key = data["idempotency_key"]
-    created = session.scalar(select(RemoteRecharge.id).where(RemoteRecharge.idempotency_key == key))
+    earlier = session.scalar(select(RemoteRecharge.id).where(RemoteRecharge.idempotency_key == key))
     push = svc.recharge(
         session,
         auth.actor(),
@@ -126,5 +126,5 @@ def recharge(ref: str) -> ResponseReturnValue:
     session.commit()
     push_id, count, amount = push.id, push.count, push.amount
     result: dict[str, Any] = asyncio.run(svc.push_recharge(make_service(runtime()), push_id))
-    result.update({"count": count, "amount_fen": amount, "created": created is None})
-    return jsonify(result), 201 if created is None else 200
+    result.update({"count": count, "amount_fen": amount, "created": earlier is None})
+    return jsonify(result), 201 if earlier is None else 200
