@@ -16,6 +16,7 @@ from onecard.audit import Actor
 from onecard.config import load_settings
 from onecard.fleet.server import Fleet
 from onecard.fleet.sim import SimClock, SimMeter
+from onecard.ledger import accounts as acc
 from onecard.plugins import Plugins
 from onecard.remote import inventory
 from onecard.remote.fees import Policy
@@ -112,3 +113,8 @@ def make_service(
 def meter(address: str, **kw: Any) -> SimMeter:
     kw.setdefault("rate", Decimal(10))
     return SimMeter(address=address, kind="electric", model="acrel-ddsy1352", **kw)
+
+
+def credit(session: Session, meter_id: int) -> int:
+    """The credit left in a meter's wallet (fen)."""
+    return -acc.get_account(session, acc.meter_wallet_code(meter_id)).balance

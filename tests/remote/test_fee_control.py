@@ -15,7 +15,6 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from onecard.config import load_settings
-from onecard.ledger import accounts as acc
 from onecard.ledger import operations as ops
 from onecard.ledger.verify import verify
 from onecard.models import (
@@ -29,7 +28,7 @@ from onecard.models import (
 )
 from onecard.plugins import Plugins
 
-from .conftest import ACTOR, attach_meter, make_service, meter, modbus_port
+from .conftest import ACTOR, attach_meter, credit, make_service, meter, modbus_port
 
 
 @pytest.fixture
@@ -58,10 +57,6 @@ def smtp() -> Iterator[tuple[int, list[bytes]]]:
 
 def _subjects(received: list[bytes]) -> list[str]:
     return [str(make_header(decode_header(message_from_bytes(m)["Subject"]))) for m in received]
-
-
-def _credit(session: Session, meter_id: int) -> int:
-    return -acc.get_account(session, acc.meter_wallet_code(meter_id)).balance
 
 
 def test_consumption_drives_alarms_email_trip_and_recharge_close(
@@ -104,7 +99,7 @@ def test_consumption_drives_alarms_email_trip_and_recharge_close(
         assert levels == [0, 1, 2, 3, 3]
         assert sim.relay_closed is False
         with sessions() as session:
-            assert _credit(session, meter_id) == 0
+            assert credit(session, meter_id) == 0
             remote = session.get(RemoteMeter, meter_id)
             assert remote.tripped == "auto" and remote.relay == "open"
             events = [e.event for e in session.scalars(select(MeterEvent).order_by(MeterEvent.id))]
@@ -175,7 +170,7 @@ def test_a_retried_cycle_prices_nothing_twice(
         asyncio.run(service.cycle_all())
         asyncio.run(service.cycle_all())  # the same counter read again: nothing new
         with sessions() as session:
-            assert _credit(session, meter_id) == 100000 - 500  # 10 kWh at 0.50
+            assert credit(session, meter_id) == 100000 - 500  # 10 kWh at 0.50
             assert session.scalar(select(func.count()).select_from(MeterReading)) == 2
 
 

@@ -23,7 +23,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from onecard.errors import Conflict
 from onecard.fleet.server import Fleet
 from onecard.fleet.sim import SimMeter
-from onecard.ledger import accounts as acc
 from onecard.ledger.verify import verify
 from onecard.models import LedgerTransaction, MeterEvent, RemoteMeter, RemoteRecharge
 from onecard.plugins import Plugins
@@ -31,7 +30,7 @@ from onecard.remote import service as svc
 from onecard.remote.modbus import Register, count_modulus, count_on_wire, decode, encode
 from onecard.remote.types import unwrap_count
 
-from .conftest import ACTOR, attach_meter, make_service
+from .conftest import ACTOR, attach_meter, credit, make_service
 
 WATER_ADDRESS = "00000000000033"
 ONECARD = str(Path(sys.executable).with_name("onecard"))
@@ -53,10 +52,6 @@ def _push(sessions: sessionmaker[Session], push_id: int) -> RemoteRecharge:
         assert push is not None
         session.expunge(push)
         return push
-
-
-def _credit(session: Session, meter_id: int) -> int:
-    return -acc.get_account(session, acc.meter_wallet_code(meter_id)).balance
 
 
 def _delivered(session: Session, meter_id: int) -> list[str]:
@@ -120,7 +115,7 @@ def test_a_push_is_accepted_retried_when_lost_and_a_meter_ahead_is_flagged(
             _recharge(sessions, world, meter_id, 1000, "counter-1")
         assert refused.value.field == "idempotency_key"
         with sessions() as session:
-            assert _credit(session, meter_id) == 2550  # sold into the wallet, not yet delivered
+            assert credit(session, meter_id) == 2550  # sold into the wallet, not yet delivered
             assert session.get(RemoteMeter, meter_id).recharge_count == 1
         assert _push(sessions, push_id).status == "pending"
 
@@ -131,7 +126,7 @@ def test_a_push_is_accepted_retried_when_lost_and_a_meter_ahead_is_flagged(
         push = _push(sessions, push_id)
         assert push.status == "accepted" and push.confirmed_at is not None
         with sessions() as session:
-            assert _credit(session, meter_id) == 0  # it is on the meter now
+            assert credit(session, meter_id) == 0  # it is on the meter now
             assert _delivered(session, meter_id) == [f"remote-recharge:{meter_id}:1"]
 
         # a push that does not arrive stays pending, and the next cycle pushes it again
@@ -146,7 +141,7 @@ def test_a_push_is_accepted_retried_when_lost_and_a_meter_ahead_is_flagged(
         assert [(c["what"], c["status"]) for c in report.commands] == [("recharge", "accepted")]
         assert (sim.recharge_count, sim.remaining) == (2, Decimal("45.00"))  # 35.50 - 0.50 + 10
         with sessions() as session:
-            assert _credit(session, meter_id) == 0
+            assert credit(session, meter_id) == 0
             assert len(_delivered(session, meter_id)) == 2
             # the meter's own credit drives its alarms: 10 yuan at first, 45 now
             assert _events(session, meter_id) == ["alarm1", "recovered"]
@@ -206,7 +201,7 @@ def test_recharge_counts_that_wrap_are_read_as_full_counts(
         assert report.read == 1 and report.commands == []  # nothing pending, nothing re-pushed
         with sessions() as session:
             assert _events(session, meter_id) == []
-            assert _credit(session, meter_id) == 0
+            assert credit(session, meter_id) == 0
             assert _delivered(session, meter_id) == [
                 f"remote-recharge:{meter_id}:{last + 1}",
                 f"remote-recharge:{meter_id}:{last + 2}",
