@@ -64,6 +64,43 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
             value = value.replace(tzinfo=dt.UTC)
         return value
 
+    # SQLite keeps a timestamp as the text ``YYYY-MM-DD HH:MM:SS.ffffff``. SQLAlchemy writes and
+    # parses it in Python (a format string, a regular expression), which is most of what a bulk
+    # statement costs per row. On SQLite both directions are done here in one step each, with
+    # the same text (``isoformat``) and the same values (``fromisoformat``); anything else goes
+    # the general way.
+
+    def bind_processor(self, dialect: Any) -> Any:
+        general = super().bind_processor(dialect)
+        if dialect.name != "sqlite":
+            return general
+        utc, datetime = dt.UTC, dt.datetime
+
+        def process(value: Any) -> Any:
+            if type(value) is not datetime:
+                return general(value) if general is not None else value
+            if value.tzinfo is not None:
+                value = value.astimezone(utc).replace(tzinfo=None)
+            return value.isoformat(" ", "microseconds")
+
+        return process
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        general = super().result_processor(dialect, coltype)
+        if dialect.name != "sqlite":
+            return general
+        utc, parse = dt.UTC, dt.datetime.fromisoformat
+
+        def process(value: Any) -> Any:
+            if type(value) is str and len(value) == 26:  # the written form
+                try:
+                    return parse(value).replace(tzinfo=utc)
+                except ValueError:
+                    pass
+            return general(value) if general is not None else value
+
+        return process
+
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
