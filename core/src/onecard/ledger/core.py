@@ -30,6 +30,7 @@ from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from onecard.db import execute_many
 from onecard.errors import (
     AlreadyReversed,
     IdempotencyConflict,
@@ -217,6 +218,7 @@ _ACCOUNT_COLUMNS = (
 _REVERSED_BY = select(_TXN.c.seq).where(_TXN.c.reverses_id == bindparam("rid"))
 _SEQ_OF = select(_TXN.c.seq).where(_TXN.c.id == bindparam("tid"))
 _INSERT_TXN = insert(_TXN).returning(_TXN.c.id)
+_INSERT_TXNS = insert(_TXN)
 
 # The statements that carry only integers and text run on the DB-API cursor of the same
 # connection (same transaction): SQLAlchemy's fixed cost per execute is most of a sale's CPU time.
@@ -613,7 +615,7 @@ def _write(
     if len(txns) == 1:
         ids = [conn.execute(_INSERT_TXN, txns[0]).scalar_one()]
     else:
-        conn.execute(insert(_TXN), list(txns))
+        execute_many(conn, _INSERT_TXNS, txns)
         first, last = txns[0]["seq"], txns[-1]["seq"]
         ids = [row[0] for row in driver.all("ids_of_seqs", (first, last))]
         assert len(ids) == len(txns), "the ledger moved while it was locked"

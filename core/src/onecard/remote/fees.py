@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Table, and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
+from onecard.db import execute_many
 from onecard.errors import InvalidInput, NotFound
 from onecard.ledger import operations as ops
 from onecard.models import (
@@ -168,6 +169,7 @@ def in_no_trip_window(spec: str | None, local: dt.datetime) -> bool:
 _REMOTE: Table = RemoteMeter.__table__  # type: ignore[assignment]
 _READINGS: Table = MeterReading.__table__  # type: ignore[assignment]
 _REMOTE_COLUMNS = tuple(c.name for c in _REMOTE.columns)
+_INSERT_READING = _READINGS.insert()
 #: The working state a batch moves: written back for every meter of the batch in one statement.
 _WORKING = (
     "last_cumulative",
@@ -228,8 +230,11 @@ def _load(session: Session, ids: Sequence[int]) -> dict[int, tuple[Any, ...]]:
     state is a namespace of the ``remote_meters`` row."""
     n = len(_REMOTE_COLUMNS)
     found: dict[int, tuple[Any, ...]] = {}
+    session.flush()  # what the ORM holds is seen: the rows are read past it, as core rows
+    connection = session.connection()
     for start in range(0, len(ids), 500):
-        for row in session.execute(_ROWS.where(_REMOTE.c.meter_id.in_(ids[start : start + 500]))):
+        chunk = _ROWS.where(_REMOTE.c.meter_id.in_(ids[start : start + 500]))
+        for row in connection.execute(chunk):
             state = SimpleNamespace(**dict(zip(_REMOTE_COLUMNS, row[:n], strict=True)))
             found[state.meter_id] = (state, *row[n:])
     return found
@@ -237,7 +242,8 @@ def _load(session: Session, ids: Sequence[int]) -> dict[int, tuple[Any, ...]]:
 
 def _write_back(session: Session, states: Sequence[SimpleNamespace]) -> None:
     if states:
-        session.execute(
+        execute_many(
+            session.connection(),
             _WRITE_BACK,
             [
                 {"b_meter_id": s.meter_id, **{name: getattr(s, name) for name in _WORKING}}
@@ -322,7 +328,7 @@ def store_outcomes(
         _conclude(session, ctx, item, events, result, tz=tz)
     _write_back(session, states)
     if readings:
-        session.execute(_READINGS.insert(), readings)  # core: no ORM bulk machinery
+        execute_many(session.connection(), _INSERT_READING, readings)
         result.readings += len(readings)
     if events:
         session.add_all(events)
