@@ -572,3 +572,28 @@ def test_responder_speed() -> None:
     rate = n / (time.perf_counter() - start)
     print(f"responder: {rate:,.0f} reads/s")
     assert rate > 5000
+
+
+def test_reading_from_decoded_values() -> None:
+    """The reading is built from the map's roles: what is left over is shown as it is, in the
+    order it is read; a relay state the map does not know is a bad frame."""
+    rmap = ELECTRIC.register_map(ACREL)
+    roles = rmap.roles
+    values = {reg.name: Decimal(0) for block in rmap.plan for reg, _ in block.members}
+    values[roles.cumulative[0]] = Decimal("12.34")
+    assert roles.relay_state is not None and roles.keep_power is not None
+    relay = roles.relay_state.register
+    values[relay] = roles.relay_state.values["open"] * rmap.registers[relay].scale
+    keep = roles.keep_power.register
+    values[keep] = roles.keep_power.values["on"] * rmap.registers[keep].scale
+    reading = ELECTRIC._reading(rmap, values)
+    assert reading.cumulative == Decimal("12.34")
+    assert (reading.relay, reading.keep_power) == ("open", True)
+    role_registers = {relay, keep, *roles.cumulative, *roles.bands.values()}
+    role_registers |= {n for n in (roles.remaining, roles.recharge_count) if n}
+    assert list(reading.values) == [n for n in values if n not in role_registers]
+    assert reading.values["voltage"] == {"value": "0", "unit": "V"}
+    assert reading.recharge_count_modulus == 65536
+    values[relay] = Decimal(77) * rmap.registers[relay].scale
+    with pytest.raises(BadFrame, match="relay state register holds 77"):
+        ELECTRIC._reading(rmap, values)

@@ -132,6 +132,16 @@ class Block:
 
 
 @dataclass(frozen=True)
+class _Shape:
+    cumulative: tuple[str, ...]
+    bands: tuple[tuple[str, str], ...]  # (band, register)
+    relay: tuple[str, Decimal, Mapping[int, str]] | None  # register, scale, raw -> state
+    keep: tuple[str, Decimal, int] | None  # register, scale, raw of "on"
+    modulus: int | None  # where the recharge count wraps
+    others: tuple[tuple[str, str], ...]  # (register, unit): the values shown as they are
+
+
+@dataclass(frozen=True)
 class RegisterMap:
     """A meter model's register map, validated."""
 
@@ -161,6 +171,37 @@ class RegisterMap:
                 for reg, offset in block.members
             )
             for block in self.plan
+        )
+
+    @functools.cached_property
+    def shape(self) -> _Shape:
+        """What :meth:`ModbusProtocol._reading` needs of the roles, worked out once."""
+        roles = self.roles
+        used = set(roles.cumulative) | set(roles.bands.values())
+        relay = keep = None
+        if roles.relay_state is not None:
+            name = roles.relay_state.register
+            used.add(name)
+            states = {v: s for s, v in reversed(list(roles.relay_state.values.items()))}
+            relay = (name, self.registers[name].scale, states)
+        if roles.keep_power is not None:
+            name = roles.keep_power.register
+            used.add(name)
+            keep = (name, self.registers[name].scale, roles.keep_power.values["on"])
+        if roles.remaining is not None:
+            used.add(roles.remaining)
+        modulus = None
+        if roles.recharge_count is not None:
+            used.add(roles.recharge_count)
+            modulus = count_modulus(self.registers[roles.recharge_count])
+        others = tuple(
+            (reg.name, reg.unit)
+            for block in self.plan
+            for reg, _ in block.members
+            if reg.name not in used
+        )
+        return _Shape(
+            tuple(roles.cumulative), tuple(roles.bands.items()), relay, keep, modulus, others
         )
 
     def describe(self) -> dict[str, Any]:
@@ -818,50 +859,33 @@ class ModbusProtocol:
 
     @staticmethod
     def _reading(rmap: RegisterMap, values: Mapping[str, Decimal]) -> RemoteReading:
-        roles = rmap.roles
-        used = set(roles.cumulative) | set(roles.bands.values())
-        cumulative = sum((values[n] for n in roles.cumulative), Decimal(0))
-        bands = {band: values[name] for band, name in roles.bands.items()}
+        shape, roles = rmap.shape, rmap.roles
+        cumulative = sum((values[n] for n in shape.cumulative), Decimal(0))
         relay = None
-        if roles.relay_state is not None:
-            used.add(roles.relay_state.register)
-            raw = int(
-                values[roles.relay_state.register]
-                / rmap.registers[roles.relay_state.register].scale
-            )
-            relay = next((s for s, v in roles.relay_state.values.items() if v == raw), None)
+        if shape.relay is not None:
+            name, scale, states = shape.relay
+            raw = int(values[name] / scale)
+            relay = states.get(raw)
             if relay is None:
                 raise BadFrame(f"relay state register holds {raw}, which the map does not know")
         keep = None
-        if roles.keep_power is not None:
-            used.add(roles.keep_power.register)
-            raw = int(
-                values[roles.keep_power.register] / rmap.registers[roles.keep_power.register].scale
-            )
-            keep = raw == roles.keep_power.values["on"]
-        remaining = None
-        if roles.remaining is not None:
-            used.add(roles.remaining)
-            remaining = values[roles.remaining]
-        count = modulus = None
+        if shape.keep is not None:
+            name, scale, on = shape.keep
+            keep = int(values[name] / scale) == on
+        count = None
         if roles.recharge_count is not None:
-            used.add(roles.recharge_count)
             count = int(values[roles.recharge_count])
-            modulus = count_modulus(rmap.registers[roles.recharge_count])
-        others = {
-            name: {"value": str(value), "unit": rmap.registers[name].unit}
-            for name, value in values.items()
-            if name not in used
-        }
         return RemoteReading(
             cumulative=cumulative,
-            bands=bands,
+            bands={band: values[name] for band, name in shape.bands},
             relay=relay,
             keep_power=keep,
-            remaining=remaining,
+            remaining=None if roles.remaining is None else values[roles.remaining],
             recharge_count=count,
-            values=others,
-            recharge_count_modulus=modulus,
+            values={
+                name: {"value": str(values[name]), "unit": unit} for name, unit in shape.others
+            },
+            recharge_count_modulus=shape.modulus,
         )
 
     async def command(self, bus: Any, meter: MeterRef, command: str) -> None:
