@@ -24,7 +24,7 @@ from onecard.errors import Conflict
 from onecard.fleet.server import Fleet
 from onecard.fleet.sim import SimMeter
 from onecard.ledger.verify import verify
-from onecard.models import LedgerTransaction, MeterEvent, RemoteMeter, RemoteRecharge
+from onecard.models import LedgerTransaction, MeterEvent, Office, RemoteMeter, RemoteRecharge
 from onecard.plugins import Plugins
 from onecard.remote import service as svc
 from onecard.remote.modbus import Register, count_modulus, count_on_wire, decode, encode
@@ -279,7 +279,13 @@ def test_recharge_from_the_command_line(
         assert out.returncode != 0 and "not a remote meter" in out.stderr
         with sessions() as session:
             assert session.scalars(select(RemoteRecharge)).all() == []
-        out = onecard("meters", "recharge", "E0001", "12.50", "--office", "E01", "--key", "c1")
+        # the money is taken at the meter's office: another office is refused, by name
+        out = onecard("meters", "recharge", "E0001", "10", "--office", "W01")
+        assert out.returncode != 0
+        assert "office" in out.stderr and "belongs to office E01, not W01" in out.stderr
+        with sessions() as session:
+            assert session.scalars(select(RemoteRecharge)).all() == []
+        out = onecard("meters", "recharge", "E0001", "12.50", "--key", "c1")  # its office: E01
         assert out.returncode == 0, out.stderr
         assert "recharge #1 of 12.50 yuan: accepted" in out.stdout
         again = onecard("meters", "recharge", "E0001", "12.50", "--office", "E01", "--key", "c1")
@@ -287,4 +293,13 @@ def test_recharge_from_the_command_line(
         assert (sim.recharge_count, sim.remaining) == (1, Decimal("22.50"))
         with sessions() as session:
             assert _delivered(session, meter_id) == [f"remote-recharge:{meter_id}:1"]
+            sale = session.scalars(
+                select(LedgerTransaction).where(
+                    LedgerTransaction.idempotency_key == "remote-sale:c1"
+                )
+            ).one()
+            assert (
+                sale.office_id
+                == session.scalars(select(Office.id).where(Office.code == "E01")).one()
+            )
             assert verify(session).ok

@@ -12,7 +12,8 @@ from typing import Any
 import click
 from sqlalchemy import select
 
-from onecard.models import Gateway, Meter, MeterEvent, RemoteMeter
+from onecard.errors import InvalidInput, NotFound
+from onecard.models import Gateway, Meter, MeterEvent, Office, RemoteMeter
 from onecard.money import format_fen, parse_yuan
 from onecard.remote import inventory
 from onecard.remote import service as svc
@@ -276,14 +277,18 @@ _command("release", "End keep-power: the meter is tripped again when its credit 
 @meters_group.command("recharge")
 @click.argument("meter")
 @click.argument("amount")
-@click.option("--office", required=True, help="The office taking the money.")
+@click.option(
+    "--office",
+    help="The office taking the money: the meter's own (the default); another is refused.",
+)
 @click.option("--method", default="cash", show_default=True, help="cash or bank.")
 @click.option("--key", help="Idempotency key (default: a new one; give it to retry safely).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def meters_recharge(
-    meter: str, amount: str, office: str, method: str, key: str | None, as_json: bool
+    meter: str, amount: str, office: str | None, method: str, key: str | None, as_json: bool
 ) -> None:
-    """Sell credit to a meter that keeps its own credit, and push it with the next count."""
+    """Sell credit to a meter that keeps its own credit, at the meter's office, and push it
+    with the next count."""
     from onecard.offices import get_office
 
     cli = _cli()
@@ -291,12 +296,27 @@ def meters_recharge(
     rt = cli.state().runtime()
     with cli.state().session() as session:
         meter_id = _meter_id(session, meter)
+        if session.get(RemoteMeter, meter_id) is None:  # before its office is looked at
+            raise NotFound("the meter is not a remote meter", field="meter")
+        office_id = svc.meter_office(session, meter_id)
+        if office_id is None:
+            raise InvalidInput(
+                f"meter {meter} is at no customer's premises: there is no one to sell to",
+                field="meter",
+            )
+        if office is not None and get_office(session, office).id != office_id:
+            own = session.get(Office, office_id)
+            raise InvalidInput(
+                f"meter {meter} belongs to office {own.code if own else office_id}, "
+                f"not {office}: its credit is sold there",
+                field="office",
+            )
         push = svc.recharge(
             session,
             cli.actor(),
             meter_id,
             amount=fen,
-            office_id=get_office(session, office).id,
+            office_id=office_id,
             idempotency_key=key or f"cli-{uuid.uuid4().hex}",
             method=method,
         )

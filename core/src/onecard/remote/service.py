@@ -43,6 +43,7 @@ from onecard.models import (
     MeterEvent,
     MeterReading,
     MeterReadingArchive,
+    Premises,
     ReadingGroup,
     RelayCommand,
     RemoteMeter,
@@ -779,6 +780,16 @@ def archive_readings(session: Session, cutoff: dt.datetime) -> int:
         execution_options={"synchronize_session": False},
     )
     return len(rows)
+
+
+def meter_office(session: Session, meter_id: int) -> int | None:
+    """The office of the meter's premises, where its customer buys; None for a meter at no
+    premises."""
+    return session.scalar(
+        select(Premises.office_id)
+        .join(Meter, Meter.premises_id == Premises.id)
+        .where(Meter.id == meter_id)
+    )
 
 
 def recharge(

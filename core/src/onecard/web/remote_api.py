@@ -15,7 +15,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from onecard.errors import InvalidInput, NotFound
-from onecard.models import Meter, Premises, RemoteRecharge
+from onecard.models import Meter, RemoteRecharge
 from onecard.remote import inventory
 from onecard.remote import service as svc
 from onecard.remote.cli import describe_meters, make_service
@@ -32,10 +32,7 @@ def _meter(ref: str) -> Meter:
 
 
 def _office_of(meter: Meter) -> int | None:
-    if meter.premises_id is None:
-        return None
-    premises = db().get(Premises, meter.premises_id)
-    return premises.office_id if premises else None
+    return svc.meter_office(db(), meter.id)
 
 
 @remote_api.get("/gateways")
