@@ -520,7 +520,8 @@ def _price(
         detail["unpriced"] = "no tariff"
         return None
     start, end = remote.priced_at, outcome.at
-    used = _ladder_used(sched, remote, start, category)
+    first = _period_start(sched, start, category)  # the ladder period the interval starts in
+    used = _ladder_used(remote, first)
     by_band = None
     if reading.bands:
         deltas = {
@@ -567,7 +568,7 @@ def _price(
     remote.priced_cumulative = cumulative
     remote.priced_at = end
     remote.priced_bands = {k: str(v) for k, v in reading.bands.items()}
-    _advance_ladder(sched, remote, start, end, units, used, category)
+    _advance_ladder(sched, remote, start, end, units, used, category, first)
     return use
 
 
@@ -577,13 +578,11 @@ def _period_start(sched: Schedule, at: dt.datetime, category: str | None) -> dt.
     return None if period is None else period[0].astimezone(dt.UTC)
 
 
-def _ladder_used(
-    sched: Schedule, remote: SimpleNamespace, at: dt.datetime, category: str | None
-) -> int:
-    start = _period_start(sched, at, category)
-    if start is None:
+def _ladder_used(remote: SimpleNamespace, period: dt.datetime | None) -> int:
+    """What the meter used already in the ladder period starting at ``period``."""
+    if period is None:
         return 0
-    if remote.ladder_start is not None and remote.ladder_start == start:
+    if remote.ladder_start is not None and remote.ladder_start == period:
         return int(remote.ladder_used)
     return 0
 
@@ -596,8 +595,8 @@ def _advance_ladder(
     units: int,
     used: int,
     category: str | None,
+    first: dt.datetime | None,
 ) -> None:
-    first = _period_start(sched, start, category)
     last = _period_start(sched, end, category)
     if last is None:
         remote.ladder_start, remote.ladder_used = None, 0
