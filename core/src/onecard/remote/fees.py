@@ -15,7 +15,7 @@ idempotency key ``remote-use:<meter>:<from>:<to>``, under the gateway's lease (s
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
 from types import SimpleNamespace
@@ -39,6 +39,7 @@ from onecard.models import (
     RemoteMeter,
     RemoteRecharge,
 )
+from onecard.pricing import exact
 from onecard.remote.types import MeterError, RemoteReading, unwrap_count
 from onecard.tariffs.documents import schedule as load_schedule
 from onecard.tariffs.documents import tariff_names
@@ -522,13 +523,7 @@ def _price(
     start, end = remote.priced_at, outcome.at
     first = _period_start(sched, start, category)  # the ladder period the interval starts in
     used = _ladder_used(remote, first)
-    by_band = None
-    if reading.bands:
-        deltas = {
-            k: v - Decimal(str(remote.priced_bands.get(k, "0"))) for k, v in reading.bands.items()
-        }
-        if all(d >= 0 for d in deltas.values()) and any(d > 0 for d in deltas.values()):
-            by_band = {k: d for k, d in deltas.items() if d > 0}
+    by_band = band_shares(reading.bands, remote.priced_bands or {})
     context: dict[str, Any] = {}
     if heated_area is not None:
         context["heated_area"] = heated_area
@@ -545,9 +540,10 @@ def _price(
             category=category,
             position=position,
         )
-    except InvalidInput:
+    except InvalidInput as exc:
         if by_band is None:
             raise
+        detail["bands_unused"] = str(exc)[:200]  # e.g. the tariff has no such band: by time
         quote = quote_units(
             sched, units=units, at=start, until=end, category=category, position=position
         )
@@ -570,6 +566,32 @@ def _price(
     remote.priced_bands = {k: str(v) for k, v in reading.bands.items()}
     _advance_ladder(sched, remote, start, end, units, used, category, first)
     return use
+
+
+_SHARE = Decimal("1e-20")
+
+
+def band_shares(
+    bands: Mapping[str, Decimal], priced: Mapping[str, Any]
+) -> dict[str, Decimal] | None:
+    """How the use since the last priced reading falls on the time-of-use bands, by the meter's
+    band registers (``bands``, against ``priced``, those registers when it was last priced): a
+    share of each band that moved, adding up to exactly 1 (the last band takes what the others
+    leave). None when the registers cannot say: no band registers, a band not known at the
+    last pricing, a register gone back, or none moved; the use is then spread by time."""
+    if not bands or any(name not in priced for name in bands):
+        return None
+    deltas = {name: value - Decimal(str(priced[name])) for name, value in bands.items()}
+    if any(d < 0 for d in deltas.values()):
+        return None
+    moved = [(name, d) for name, d in deltas.items() if d > 0]
+    if not moved:
+        return None
+    with exact():
+        total = sum((d for _, d in moved), Decimal(0))
+        shares = {name: (d / total).quantize(_SHARE, ROUND_FLOOR) for name, d in moved[:-1]}
+        shares[moved[-1][0]] = 1 - sum(shares.values(), Decimal(0))
+    return shares
 
 
 def _period_start(sched: Schedule, at: dt.datetime, category: str | None) -> dt.datetime | None:
