@@ -14,7 +14,7 @@ from onecard.console import kit
 from onecard.console.i18n import init_babel
 
 #: The console's areas, each a module of :mod:`onecard.console.views` with a blueprint ``bp``.
-AREAS = ("auth", "dashboard", "customers", "accounts", "counter", "receipts", "admin")
+AREAS = ("auth", "dashboard", "customers", "accounts", "counter", "receipts", "admin", "remote")
 
 #: Templates and static files of the console (``/console/static/...``).
 assets = Blueprint(

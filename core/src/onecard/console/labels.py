@@ -1,5 +1,6 @@
 """Words for the codes the services store: payment methods, ledger transaction kinds, audit
-actions, reading sources and flags, card types, receipt kinds, statuses, categories.
+actions, reading sources and flags, card types, receipt kinds, statuses, categories, and the
+remote meters' events, relay states, relay commands and recharge states.
 
 One place for all of them, so a page never shows ``cash`` or ``card.issue`` to an operator. The
 tables hold English message ids (marked with :func:`N_` so ``python -m onecard.console.catalog``
@@ -27,6 +28,12 @@ GROUPS = (
     "receipt",
     "status",
     "category",
+    "event",
+    "relay",
+    "command",
+    "command_status",
+    "recharge",
+    "billing",
 )
 
 
@@ -65,6 +72,7 @@ LABELS: dict[str, dict[str, str]] = {
     "source": {
         "card": N_("Customer's card"),
         "check_card": N_("Check card"),
+        "remote": N_("Remote reading"),
     },
     # a meter's return record (onecard.card.layout.STATUS_FLAGS)
     "flag": {
@@ -118,6 +126,13 @@ LABELS: dict[str, dict[str, str]] = {
         "card.repurchase": N_("Purchase written again"),
         "card.cancel": N_("Purchase cancelled"),
         "card.authorize_failed": N_("Manager authorisation failed"),
+        "gateway.add": N_("Gateway added"),
+        "meters.import": N_("Remote meters imported"),
+        "meter.trip": N_("Meter tripped"),
+        "meter.close": N_("Meter relay closed"),
+        "meter.keep": N_("Keep power set"),
+        "meter.release": N_("Keep power released"),
+        "meter.recharge": N_("Remote recharge"),
     },
     # cards.card_type (onecard.card.layout.CARD_TYPES)
     "card_type": {
@@ -157,6 +172,51 @@ LABELS: dict[str, dict[str, str]] = {
         "commercial": N_("Commercial"),
         "industrial": N_("Industrial"),
         "public": N_("Public"),
+    },
+    # meter_events.event (onecard.remote.fees and onecard.remote.service)
+    "event": {
+        "alarm1": N_("Alarm 1: credit low"),
+        "alarm2": N_("Alarm 2: credit very low"),
+        "exhausted": N_("Credit exhausted"),
+        "recovered": N_("Credit back above the alarm"),
+        "stale": N_("Stale: readings missed"),
+        "fresh": N_("Read again after missed readings"),
+        "bypass": N_("Bypass: supply on while tripped"),
+        "recharge_mismatch": N_("Recharge count mismatch"),
+        "rollback": N_("Counter went backwards"),
+        "trip": N_("Relay opened (tripped)"),
+        "close": N_("Relay closed"),
+    },
+    # remote_meters.relay, relay_commands.relay_after (onecard.remote.types.RELAY_STATES)
+    "relay": {
+        "closed": N_("Closed: supply on"),
+        "open": N_("Open: supply cut"),
+    },
+    # relay_commands.command (onecard.remote.types.RELAY_COMMANDS)
+    "command": {
+        "trip": N_("Trip"),
+        "close": N_("Close the relay"),
+        "keep": N_("Keep power"),
+        "release": N_("Release keep power"),
+    },
+    # relay_commands.status
+    "command_status": {
+        "sent": N_("Sent"),
+        "done": N_("Done"),
+        "failed": N_("Failed"),
+        "mismatch": N_("Not obeyed"),
+    },
+    # remote_recharges.status
+    "recharge": {
+        "pending": N_("Waiting for the meter"),
+        "accepted": N_("Accepted by the meter"),
+        "failed": N_("Failed"),
+        "mismatch": N_("Count mismatch"),
+    },
+    # remote_meters.billing
+    "billing": {
+        "server": N_("Priced by the server"),
+        "meter": N_("Meter keeps its credit"),
     },
 }
 
