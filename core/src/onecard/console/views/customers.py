@@ -15,7 +15,7 @@ from onecard.card import profiles as prof
 from onecard.console import kit, labels
 from onecard.console.i18n import _, error_text
 from onecard.errors import OnecardError, PermissionDenied
-from onecard.models import Customer, Office
+from onecard.models import Customer, Gateway, Office, RemoteMeter
 from onecard.web import db, runtime
 
 bp = kit.console_blueprint("customers", __name__, "/console/customers")
@@ -83,6 +83,18 @@ def context() -> dict[str, Any]:
     }
 
 
+def remote_meters(session_: Any, meter_ids: list[int]) -> dict[int, tuple[RemoteMeter, str]]:
+    """The meters of ``meter_ids`` that are read remotely: their state and gateway code."""
+    if not meter_ids:
+        return {}
+    rows = session_.execute(
+        select(RemoteMeter, Gateway.code)
+        .join(Gateway, Gateway.id == RemoteMeter.gateway_id)
+        .where(RemoteMeter.meter_id.in_(meter_ids))
+    )
+    return {remote.meter_id: (remote, code) for remote, code in rows}
+
+
 # Search ---------------------------------------------------------------------------------------
 
 
@@ -128,6 +140,7 @@ def show(number: str) -> ResponseReturnValue:
         history=lifecycle.account_history(session_, customer.id),
         profiles=profile_options(session_, customer.office_id),
         readers=kit.reader_names(),
+        remote=remote_meters(session_, [row["meter"].id for row in data["meters"]]),
         **context(),
     )
 
