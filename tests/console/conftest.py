@@ -166,12 +166,13 @@ class LiveServer:
         self.thread.join(timeout=10)
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     """Headless Debian Chromium under Playwright (never a downloaded browser).
 
-    Package-scoped: Playwright's sync API keeps an event loop running in the main thread, which
-    would stop the later tests' ``asyncio.run`` (the remote-meter tests) from working."""
+    Module-scoped: Playwright's sync API keeps an event loop running in the main thread, which
+    would stop the later tests' ``asyncio.run`` from working (the remote-meter tests, and the
+    console's remote-meter commands in ``test_remote.py``, which comes after the browser tests)."""
     if not BROWSER_ENABLED:
         pytest.skip("ONECARD_TEST_BROWSER=0: browser tests not run")
     if not Path(CHROMIUM).exists():
