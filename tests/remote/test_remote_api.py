@@ -36,6 +36,13 @@ def test_trip_keep_close_through_the_api(app) -> None:  # type: ignore[no-untype
         assert [m["meter"] for m in listed] == ["electric:E0001"]
         gateways = audit.get("/api/v1/remote/gateways").json["gateways"]
         assert [(g["code"], g["meters"], g["stale"]) for g in gateways] == [("g", 1, 0)]
+        # an operator sees the meters of their offices' customers, and the gateways carrying them
+        assert [m["meter"] for m in east.get("/api/v1/remote/meters").json["meters"]] == [
+            "electric:E0001"
+        ]
+        assert [g["code"] for g in east.get("/api/v1/remote/gateways").json["gateways"]] == ["g"]
+        assert west.get("/api/v1/remote/meters").json["meters"] == []
+        assert west.get("/api/v1/remote/gateways").json["gateways"] == []
         mgr = client_for(app, "mgr")
         r = mgr.post("/api/v1/remote/meters/E0001/trip", json={})
         assert r.status_code == 422 and r.json["field"] == "reason"

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import signal
 import uuid
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import click
 from sqlalchemy import select
 
 from onecard.errors import InvalidInput, NotFound
-from onecard.models import Gateway, Meter, MeterEvent, Office, RemoteMeter
+from onecard.models import Gateway, Meter, MeterEvent, Office, Premises, RemoteMeter
 from onecard.money import format_fen, parse_yuan
 from onecard.remote import inventory
 from onecard.remote import service as svc
@@ -103,14 +104,24 @@ def meters_gateways(as_json: bool) -> None:
 
 
 def describe_meters(
-    session: Any, *, gateway: str | None = None, stale: bool = False
+    session: Any,
+    *,
+    gateway: str | None = None,
+    stale: bool = False,
+    offices: Collection[int] | None = None,
 ) -> list[dict[str, Any]]:
+    """The remote meters and their state, by gateway and bus address; only those of
+    ``offices`` (the office of a meter's premises, :func:`service.meter_office`) unless None."""
     q = (
         select(RemoteMeter, Meter, Gateway.code)
         .join(Meter, Meter.id == RemoteMeter.meter_id)
         .join(Gateway, Gateway.id == RemoteMeter.gateway_id)
         .order_by(Gateway.code, RemoteMeter.address)
     )
+    if offices is not None:
+        q = q.join(Premises, Premises.id == Meter.premises_id).where(
+            Premises.office_id.in_(list(offices))
+        )
     if gateway:
         q = q.where(Gateway.code == gateway)
     if stale:

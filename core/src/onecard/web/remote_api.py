@@ -15,7 +15,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from onecard.errors import InvalidInput, NotFound
-from onecard.models import Meter, RemoteRecharge
+from onecard.models import Gateway, Meter, Premises, RemoteMeter, RemoteRecharge
 from onecard.remote import inventory
 from onecard.remote import service as svc
 from onecard.remote.cli import describe_meters, make_service
@@ -38,17 +38,36 @@ def _office_of(meter: Meter) -> int | None:
 @remote_api.get("/gateways")
 @auth.require("customer.view")
 def list_gateways() -> ResponseReturnValue:
-    """Every gateway: its link, meters, stale meters and how its last cycle went."""
-    return jsonify({"gateways": inventory.describe_gateways(db())}), 200
+    """The gateways: their link, meters, stale meters and how the last cycle went. An operator
+    of some offices only sees the gateways of those offices and those carrying their meters."""
+    session = db()
+    found = inventory.describe_gateways(session)
+    offices = auth.grants().offices("customer.view")
+    if offices is not None:
+        scope = list(offices)
+        carrying = (
+            select(Gateway.code)
+            .join(RemoteMeter, RemoteMeter.gateway_id == Gateway.id)
+            .join(Meter, Meter.id == RemoteMeter.meter_id)
+            .join(Premises, Premises.id == Meter.premises_id)
+            .where(Premises.office_id.in_(scope))
+        )
+        own = select(Gateway.code).where(Gateway.office_id.in_(scope))
+        codes = set(session.scalars(carrying)) | set(session.scalars(own))
+        found = [gw for gw in found if gw["code"] in codes]
+    return jsonify({"gateways": found}), 200
 
 
 @remote_api.get("/meters")
 @auth.require("customer.view")
 def list_meters() -> ResponseReturnValue:
-    """Remote meters and their state (``?gateway=``, ``?stale=1``): last reading, stale, alarm
-    level, relay, keep power, bypass."""
+    """Remote meters of the operator's offices and their state (``?gateway=``, ``?stale=1``):
+    last reading, stale, alarm level, relay, keep power, bypass."""
     rows = describe_meters(
-        db(), gateway=request.args.get("gateway") or None, stale=request.args.get("stale") == "1"
+        db(),
+        gateway=request.args.get("gateway") or None,
+        stale=request.args.get("stale") == "1",
+        offices=auth.grants().offices("customer.view"),
     )
     return jsonify({"meters": rows}), 200
 
