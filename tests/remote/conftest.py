@@ -17,6 +17,7 @@ from onecard.config import load_settings
 from onecard.fleet.server import Fleet
 from onecard.fleet.sim import SimClock, SimMeter
 from onecard.ledger import accounts as acc
+from onecard.ledger import operations as ops
 from onecard.plugins import Plugins
 from onecard.remote import inventory
 from onecard.remote.fees import Policy
@@ -118,3 +119,14 @@ def meter(address: str, **kw: Any) -> SimMeter:
 def credit(session: Session, meter_id: int) -> int:
     """The credit left in a meter's wallet (fen)."""
     return -acc.get_account(session, acc.meter_wallet_code(meter_id)).balance
+
+
+def sell(session: Session, world: Any, amount: int, key: str) -> None:
+    """Sell ``amount`` fen into the test customer's electric wallet, at their office."""
+    ops.sale(
+        session,
+        wallet=world.wallets["electric"],
+        amount=amount,
+        office_id=world.office_id,
+        idempotency_key=key,
+    )

@@ -15,7 +15,6 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from onecard.config import load_settings
-from onecard.ledger import operations as ops
 from onecard.ledger.verify import verify
 from onecard.models import (
     Customer,
@@ -28,7 +27,7 @@ from onecard.models import (
 )
 from onecard.plugins import Plugins
 
-from .conftest import ACTOR, attach_meter, credit, make_service, meter, modbus_port
+from .conftest import ACTOR, attach_meter, credit, make_service, meter, modbus_port, sell
 
 
 @pytest.fixture
@@ -68,13 +67,7 @@ def test_consumption_drives_alarms_email_trip_and_recharge_close(
     with sessions() as session, session.begin():
         customer = session.get(Customer, world.customer_id)
         customer.email = "wangfang@example.com"
-        ops.sale(
-            session,
-            wallet=world.wallets["electric"],
-            amount=3000,
-            office_id=world.office_id,
-            idempotency_key="sale-1",
-        )
+        sell(session, world, 3000, "sale-1")
     settings = load_settings(
         {"instance_path": str(tmp_path), "smtp_host": "127.0.0.1", "smtp_port": port_no}
     )
@@ -124,13 +117,7 @@ def test_consumption_drives_alarms_email_trip_and_recharge_close(
 
         # a recharge brings credit back: the next cycle closes the relay
         with sessions() as session, session.begin():
-            ops.sale(
-                session,
-                wallet=world.wallets["electric"],
-                amount=5000,
-                office_id=world.office_id,
-                idempotency_key="sale-2",
-            )
+            sell(session, world, 5000, "sale-2")
         fleet.advance(dt.timedelta(minutes=30))
         cycle()
         assert sim.relay_closed is True
@@ -153,13 +140,7 @@ def test_a_retried_cycle_prices_nothing_twice(
     sim = meter("7", rate=Decimal(2))
     port = modbus_port(fleet, plugins, "bus", [sim])
     with sessions() as session, session.begin():
-        ops.sale(
-            session,
-            wallet=world.wallets["electric"],
-            amount=100000,
-            office_id=world.office_id,
-            idempotency_key="sale",
-        )
+        sell(session, world, 100000, "sale")
     with fleet.running():
         meter_id = attach_meter(
             sessions, plugins, gateway="g", port=port.port, serial="E0001", address="7"

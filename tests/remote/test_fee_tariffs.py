@@ -18,14 +18,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from onecard import tariffs
-from onecard.ledger import operations as ops
 from onecard.ledger.verify import verify
 from onecard.models import LedgerTransaction, MeterReading, RemoteMeter
 from onecard.plugins import Plugins
 from onecard.remote.fees import Context, Outcome, Policy, band_shares, store_outcomes
 from onecard.remote.types import RemoteReading
 
-from .conftest import ACTOR, attach_meter, credit
+from .conftest import ACTOR, attach_meter, credit, sell
 
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 
@@ -63,13 +62,7 @@ def time_of_use() -> dict[str, Any]:
 def _setup(sessions: sessionmaker[Session], plugins: Plugins, world, tariff: dict[str, Any]):
     with sessions() as session, session.begin():
         tariffs.add_version(session, ACTOR, plugins.utilities, tariff, allow_past=True)
-        ops.sale(
-            session,
-            wallet=world.wallets["electric"],
-            amount=100_00,
-            office_id=world.office_id,
-            idempotency_key="sale-1",
-        )
+        sell(session, world, 100_00, "sale-1")
     meter_id = attach_meter(
         sessions, plugins, gateway="gw1", port=1, serial="E0001", address="1", load_tariff=False
     )
