@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -541,6 +541,21 @@ def _meter_for_row(
             meter_id=meter.id,
         )
     return meter
+
+
+def gateways_seen_by(session: Session, offices: Collection[int]) -> set[str]:
+    """The codes of the gateways an operator of ``offices`` sees: those of the offices, and
+    those carrying a meter of the offices' customers (premises)."""
+    scope = list(offices)
+    carrying = (
+        select(Gateway.code)
+        .join(RemoteMeter, RemoteMeter.gateway_id == Gateway.id)
+        .join(Meter, Meter.id == RemoteMeter.meter_id)
+        .join(Premises, Premises.id == Meter.premises_id)
+        .where(Premises.office_id.in_(scope))
+    )
+    own = select(Gateway.code).where(Gateway.office_id.in_(scope))
+    return set(session.scalars(carrying)) | set(session.scalars(own))
 
 
 def describe_gateways(session: Session) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from onecard.errors import InvalidInput, NotFound
-from onecard.models import Gateway, Meter, Premises, RemoteMeter, RemoteRecharge
+from onecard.models import Meter, RemoteRecharge
 from onecard.remote import inventory
 from onecard.remote import service as svc
 from onecard.remote.cli import describe_meters, make_service
@@ -44,17 +44,8 @@ def list_gateways() -> ResponseReturnValue:
     found = inventory.describe_gateways(session)
     offices = auth.grants().offices("customer.view")
     if offices is not None:
-        scope = list(offices)
-        carrying = (
-            select(Gateway.code)
-            .join(RemoteMeter, RemoteMeter.gateway_id == Gateway.id)
-            .join(Meter, Meter.id == RemoteMeter.meter_id)
-            .join(Premises, Premises.id == Meter.premises_id)
-            .where(Premises.office_id.in_(scope))
-        )
-        own = select(Gateway.code).where(Gateway.office_id.in_(scope))
-        codes = set(session.scalars(carrying)) | set(session.scalars(own))
-        found = [gw for gw in found if gw["code"] in codes]
+        seen = inventory.gateways_seen_by(session, offices)
+        found = [gw for gw in found if gw["code"] in seen]
     return jsonify({"gateways": found}), 200
 
 

@@ -177,13 +177,11 @@ def gateway_summary(session: Session, scope: frozenset[int] | None) -> list[dict
     ).group_by(Gateway.code)
     for code, meters, stale, alarm in session.execute(_joined(q, scope)):
         counts[code] = (int(meters), int(stale or 0), int(alarm or 0))
-    own: set[str] = set()
-    if scope is not None:
-        own = set(session.scalars(select(Gateway.code).where(Gateway.office_id.in_(scope))))
+    seen = None if scope is None else inventory.gateways_seen_by(session, scope)
     out = []
     for gw in inventory.describe_gateways(session):
         code = gw["code"]
-        if scope is not None and code not in counts and code not in own:
+        if seen is not None and code not in seen:
             continue
         meters, stale, alarm = counts.get(code, (0, 0, 0))
         out.append({**gw, "meters": meters, "stale": stale, "alarm": alarm})
