@@ -39,7 +39,8 @@ From the repository root::
     .venv/bin/python bench/reading.py --quick           # 400 meters, a smoke run
     .venv/bin/python bench/reading.py --profile         # where the service cycle's time goes
 
-The last line is ``RESULT name=value ...`` (rates in reads per second, times in seconds).
+The last line is ``RESULT name=value ...`` (rates in reads per second, times in seconds, CPU in
+milliseconds a read: ``*_cpu_ms``, of this process and of the emulator process).
 """
 
 from __future__ import annotations
@@ -154,6 +155,8 @@ def _emulator(conn: Connection, layout: Sequence[int], wire_meters: int) -> None
                 what, arg = conn.recv()
                 if what == "advance":
                     conn.send(fleet.advance(dt.timedelta(hours=arg)))
+                elif what == "cpu":
+                    conn.send(time.process_time())
                 elif what == "frames":
                     conn.send({name: port.frames for name, port in fleet.ports.items()})
                 else:
@@ -163,6 +166,20 @@ def _emulator(conn: Connection, layout: Sequence[int], wire_meters: int) -> None
     finally:
         with contextlib.suppress(OSError):
             conn.send("stopped")
+
+
+class CpuMeter:
+    """CPU seconds (all threads) of this process and of the emulator's, lap by lap."""
+
+    def __init__(self, emulator: Emulator) -> None:
+        self.emulator = emulator
+        self.last = (time.process_time(), emulator.ask("cpu"))
+
+    def lap(self) -> tuple[float, float]:
+        now = (time.process_time(), self.emulator.ask("cpu"))
+        own, emu = now[0] - self.last[0], now[1] - self.last[1]
+        self.last = now
+        return own, emu
 
 
 class Emulator:
@@ -610,6 +627,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"service_reads_per_s={out['service_rate']:.0f}",
         f"ratio={out['ratio']:.2f}",
         f"service_seconds={out['service_seconds']:.2f}",
+        f"bare_cpu_ms={out['bare_cpu_ms']:.3f}",
+        f"service_cpu_ms={out['service_cpu_ms']:.3f}",
+        f"emulator_cpu_ms={out['emulator_cpu_ms']:.3f}",
         f"priced={out['priced']}",
         f"posted_fen={out['posted_fen']}",
         f"wire_ceiling_per_bus={out['ceiling']:.1f}",
@@ -648,8 +668,10 @@ def run(
     )
 
     ports = [(emulator.ports[name], count) for name, count in zip(names, layout, strict=True)]
+    cpu = CpuMeter(emulator)
     bare_seconds = asyncio.run(bare_read(ports, registers))
     bare_rate = n / bare_seconds
+    bare_cpu = cpu.lap()
 
     clock = SimClock(START)
     clock.set(emulator.ask("advance", 1))  # one simulated hour: 1 kWh a meter
@@ -672,6 +694,7 @@ def run(
         if profiler is not None:
             profiler.disable()
         service_seconds = time.perf_counter() - started_cycle
+    service_cpu = cpu.lap()
     service_rate = n / service_seconds
     summary = summarise(reports)
     counts = site.counts()
@@ -699,6 +722,9 @@ def run(
         f"{service_seconds:>9.2f}{service_rate:>9.0f}"
     )
     print(f"service / bare: {service_rate / bare_rate:.2f}")
+    print("CPU a read (ms):      this process  emulator")
+    for label, (own, emu) in (("bare", bare_cpu), ("service", service_cpu)):
+        print(f"  {label:<20}{own / n * 1000:>12.3f}{emu / n * 1000:>10.3f}")
     print(
         f"priced {summary['priced']} meters, posted {summary['posted_fen'] / 100:,.2f} yuan; "
         f"{counts['readings']} readings and {counts['consumed']} use transactions stored; "
@@ -735,6 +761,9 @@ def run(
         "wire_bare": wire_bare,
         "wire_service": wire_service,
         "ledger_ok": report.ok and summary["priced"] == n,
+        "bare_cpu_ms": bare_cpu[0] / n * 1000,
+        "service_cpu_ms": service_cpu[0] / n * 1000,
+        "emulator_cpu_ms": service_cpu[1] / n * 1000,
     }
 
 

@@ -45,3 +45,5 @@ def test_reading_benchmark_quick_run() -> None:
     assert result["ledger_ok"] == "yes", last
     assert float(result["wire_ceiling_per_bus"]) == pytest.approx(24.0)
     assert 5 < float(result["emulated_bus_9600"]) < 40, last
+    for name in ("bare_cpu_ms", "service_cpu_ms", "emulator_cpu_ms"):  # both processes measured
+        assert float(result[name]) > 0, last
