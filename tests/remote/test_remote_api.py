@@ -17,6 +17,36 @@ from onecard.web import EXTENSION
 from .conftest import START, attach_meter, meter
 
 
+def test_gateway_counts_are_the_operators_own(app) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """A gateway carrying meters of two offices: each office's operator sees it, counting only
+    their own office's meters; an operator of every office counts them all."""
+    rt = app.extensions[EXTENSION]
+    fleet = Fleet(SimClock(START))
+    fleet.add_port("bus", rt.utilities.get("electric").protocols.get("modbus"), meters=[meter("4")])
+    with fleet.running():  # the gateway's port is the running emulator's
+        for serial, address in (("E0001", "4"), ("E9001", "5")):  # east's customer, west's
+            attach_meter(
+                rt.sessions,
+                rt.plugins,
+                gateway="g",
+                port=fleet.ports["bus"].port,
+                serial=serial,
+                address=address,
+            )
+    east, west, audit = (client_for(app, who) for who in ("east", "west", "audit"))
+
+    def counts(client):  # type: ignore[no-untyped-def]
+        gateways = client.get("/api/v1/remote/gateways").json["gateways"]
+        return [(g["code"], g["meters"], g["stale"], g["alarm"]) for g in gateways]
+
+    assert counts(audit) == [("g", 2, 0, 0)]
+    assert counts(east) == [("g", 1, 0, 0)]
+    assert counts(west) == [("g", 1, 0, 0)]
+    assert [m["meter"] for m in west.get("/api/v1/remote/meters").json["meters"]] == [
+        "electric:E9001"
+    ]
+
+
 def test_trip_keep_close_through_the_api(app) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     rt = app.extensions[EXTENSION]
     fleet = Fleet(SimClock(START))

@@ -558,20 +558,35 @@ def gateways_seen_by(session: Session, offices: Collection[int]) -> set[str]:
     return set(session.scalars(carrying)) | set(session.scalars(own))
 
 
-def describe_gateways(session: Session) -> list[dict[str, Any]]:
-    counts = {
-        gateway_id: (meters, stale or 0)
-        for gateway_id, meters, stale in session.execute(
-            select(
-                RemoteMeter.gateway_id,
-                func.count(),
-                func.sum(case((RemoteMeter.stale.is_(True), 1), else_=0)),
-            ).group_by(RemoteMeter.gateway_id)
+def describe_gateways(
+    session: Session, offices: Collection[int] | None = None
+) -> list[dict[str, Any]]:
+    """The gateways with their link and counts of their meters (``meters``, ``stale``, ``alarm``:
+    in alarm at any level). With ``offices``, only the gateways an operator of those offices
+    sees (:func:`gateways_seen_by`), counting only the meters of those offices' premises."""
+    q = select(
+        RemoteMeter.gateway_id,
+        func.count(),
+        func.sum(case((RemoteMeter.stale.is_(True), 1), else_=0)),
+        func.sum(case((RemoteMeter.alarm_level > 0, 1), else_=0)),
+    ).group_by(RemoteMeter.gateway_id)
+    seen = None
+    if offices is not None:
+        q = (
+            q.join(Meter, Meter.id == RemoteMeter.meter_id)
+            .join(Premises, Premises.id == Meter.premises_id)
+            .where(Premises.office_id.in_(list(offices)))
         )
+        seen = gateways_seen_by(session, offices)
+    counts = {
+        gateway_id: (meters, int(stale or 0), int(alarm or 0))
+        for gateway_id, meters, stale, alarm in session.execute(q)
     }
     out = []
     for gateway in session.execute(select(Gateway).order_by(Gateway.code)).scalars():
-        meters, stale = counts.get(gateway.id, (0, 0))
+        if seen is not None and gateway.code not in seen:
+            continue
+        meters, stale, alarm = counts.get(gateway.id, (0, 0, 0))
         out.append(
             {
                 "code": gateway.code,
@@ -580,7 +595,8 @@ def describe_gateways(session: Session) -> list[dict[str, Any]]:
                 "group": gateway.group.code if gateway.group else None,
                 "enabled": gateway.enabled,
                 "meters": meters,
-                "stale": int(stale),
+                "stale": stale,
+                "alarm": alarm,
                 "last_cycle_at": (
                     gateway.last_cycle_at.isoformat() if gateway.last_cycle_at else None
                 ),

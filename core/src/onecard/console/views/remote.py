@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from flask import abort, flash, redirect, request, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy import Select, case, func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from onecard.console import kit, labels
@@ -165,27 +165,10 @@ def meter_rows(
 
 
 def gateway_summary(session: Session, scope: frozenset[int] | None) -> list[dict[str, Any]]:
-    """The gateways of :func:`inventory.describe_gateways` that the operator may see (all of
-    them for an operator of every office; else those of their offices or carrying their meters),
-    with the counts of the meters they may see: ``meters``, ``stale``, ``alarm``."""
-    counts: dict[str, tuple[int, int, int]] = {}
-    q = select(
-        Gateway.code,
-        func.count(),
-        func.sum(case((RemoteMeter.stale.is_(True), 1), else_=0)),
-        func.sum(case((RemoteMeter.alarm_level > 0, 1), else_=0)),
-    ).group_by(Gateway.code)
-    for code, meters, stale, alarm in session.execute(_joined(q, scope)):
-        counts[code] = (int(meters), int(stale or 0), int(alarm or 0))
-    seen = None if scope is None else inventory.gateways_seen_by(session, scope)
-    out = []
-    for gw in inventory.describe_gateways(session):
-        code = gw["code"]
-        if seen is not None and code not in seen:
-            continue
-        meters, stale, alarm = counts.get(code, (0, 0, 0))
-        out.append({**gw, "meters": meters, "stale": stale, "alarm": alarm})
-    return out
+    """The gateways the operator may see (all of them for an operator of every office; else
+    those of their offices or carrying their meters), with the counts of the meters they may
+    see: ``meters``, ``stale``, ``alarm`` (:func:`inventory.describe_gateways`)."""
+    return inventory.describe_gateways(session, scope)
 
 
 def visible(ref: str) -> Row:
