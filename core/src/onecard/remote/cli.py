@@ -235,11 +235,19 @@ def meters_poll(gateway: str | None, batch: int, lease_seconds: int, as_json: bo
 
 @meters_group.command("serve")
 @click.option("--archive-days", default=90, show_default=True, help="Keep readings this long.")
-def meters_serve(archive_days: int) -> None:
+@click.option(
+    "--restore-seconds",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="How often to look for tripped meters a sale has brought credit back to, and close "
+    "them at once (0: wait for their next cycle).",
+)
+def meters_serve(archive_days: int, restore_seconds: float) -> None:
     """Run the reading service: every gateway on its schedule, until interrupted."""
     cli = _cli()
     rt = cli.state().runtime()
-    service = make_service(rt)
+    service = make_service(rt, restore_seconds=restore_seconds)
 
     async def run() -> None:
         stop = asyncio.Event()

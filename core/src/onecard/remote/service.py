@@ -11,7 +11,9 @@ there together (the buses of one schedule start and finish together) share one t
 one commit, each in its own savepoint, so one gateway's failure stays its own.
 
 APScheduler (``AsyncIOScheduler``) runs a job per gateway and reading interval: the interval of
-the meter's group, else the gateway's group, else the default (30 minutes).
+the meter's group, else the gateway's group, else the default (30 minutes). A job every few
+seconds (:meth:`ReadingService.restore`) reads at once the meters the service tripped whose
+credit a sale has brought back, so their relays close within seconds, not at the next cycle.
 """
 
 from __future__ import annotations
@@ -25,13 +27,13 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import and_, delete, func, insert, or_, select
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from onecard.audit import Actor, record
@@ -39,6 +41,7 @@ from onecard.errors import Conflict, InvalidInput, NotFound
 from onecard.ledger import operations as ops
 from onecard.models import (
     Gateway,
+    LedgerAccount,
     Meter,
     MeterEvent,
     MeterReading,
@@ -76,6 +79,9 @@ from onecard.utility import UtilityRegistry
 log = logging.getLogger("onecard.remote")
 
 DEFAULT_MINUTES = 30
+#: seconds a scheduled cycle waits for a gateway whose lease is held (by a manual command or a
+#: restore, most likely), before it counts the gateway busy and skips it until its next run
+BUSY_WAIT = 15.0
 EXPECTED_RELAY = {"trip": "open", "close": "closed", "keep": "closed"}
 
 
@@ -201,6 +207,8 @@ class ReadingService:
         lease_ttl: dt.timedelta = dt.timedelta(minutes=10),
         default_minutes: int = DEFAULT_MINUTES,
         backoff: float = 0.1,
+        restore_seconds: float = 10.0,
+        restore_after: dt.timedelta = dt.timedelta(minutes=1),
     ) -> None:
         self.sessions = sessions
         self.utilities = utilities
@@ -212,6 +220,8 @@ class ReadingService:
         self.lease_ttl = lease_ttl
         self.default_minutes = default_minutes
         self.backoff = backoff
+        self.restore_seconds = restore_seconds  # how often restore() runs under start(); 0: never
+        self.restore_after = restore_after  # a meter is tried again this long after an attempt
         self.scheduler: Any = None
         # every database call of this service runs on one worker thread, in order: SQLite has a
         # single writer, and queued writers would otherwise poll each other into its timeout
@@ -227,13 +237,17 @@ class ReadingService:
     # One cycle -------------------------------------------------------------------------------
 
     def _targets(
-        self, session: Session, gateway_id: int, minutes: int | None
+        self,
+        session: Session,
+        gateway_id: int,
+        minutes: int | None,
+        only: Collection[int] | None = None,
     ) -> tuple[Gateway, list[Target]]:
         gateway = session.get(Gateway, gateway_id)
         if gateway is None:
             raise NotFound(f"no gateway #{gateway_id}", field="gateway")
         own = aliased(ReadingGroup)
-        rows = session.execute(
+        q = (
             select(
                 Meter.id,
                 Meter.serial,
@@ -247,7 +261,10 @@ class ReadingService:
             .outerjoin(own, own.id == RemoteMeter.group_id)
             .where(RemoteMeter.gateway_id == gateway_id, Meter.state == "active")
             .order_by(RemoteMeter.address)
-        ).all()
+        )
+        if only is not None:
+            q = q.where(RemoteMeter.meter_id.in_(list(only)))
+        rows = session.execute(q).all()
         default = gateway.group.interval_minutes if gateway.group else self.default_minutes
         targets = []
         protocols: dict[tuple[str, str], Any] = {}
@@ -281,9 +298,16 @@ class ReadingService:
         ).scalars()
         return {m or default for m in found}
 
-    def _begin_in(self, session: Session, gateway_id: int, minutes: int | None) -> Begun:
-        """Take the gateway's lease (if free) and list its meters due every ``minutes``."""
-        gateway, targets = self._targets(session, gateway_id, minutes)
+    def _begin_in(
+        self,
+        session: Session,
+        gateway_id: int,
+        minutes: int | None,
+        only: Collection[int] | None = None,
+    ) -> Begun:
+        """Take the gateway's lease (if free) and list its meters due every ``minutes`` (of
+        ``only`` these meters, if given)."""
+        gateway, targets = self._targets(session, gateway_id, minutes, only)
         token = lease.acquire(session, gateway_id, self.owner, now=self.clock(), ttl=self.lease_ttl)
         holder = None
         if token is None:
@@ -341,10 +365,35 @@ class ReadingService:
                 await asyncio.sleep(self.backoff * 2**attempt)
         return Outcome(target.ref.meter_id, self.clock(), error=error, attempts=attempts)
 
-    async def cycle(self, gateway_id: int, *, minutes: int | None = None) -> CycleReport:
-        """Read a gateway's meters (those read every ``minutes``; None: all) and act on them."""
+    async def _take(
+        self,
+        gateway_id: int,
+        minutes: int | None,
+        only: Collection[int] | None,
+        wait: float,
+    ) -> Begun:
+        """Take the gateway's lease with its meters to read, trying again every half second for
+        up to ``wait`` seconds while another cycle or command holds it."""
+        deadline = time.monotonic() + wait
+        while True:
+            begun: Begun = await self._begin(gateway_id, minutes, only)
+            if begun.token is not None or time.monotonic() >= deadline:
+                return begun
+            await asyncio.sleep(0.5)
+
+    async def cycle(
+        self,
+        gateway_id: int,
+        *,
+        minutes: int | None = None,
+        only: Collection[int] | None = None,
+        wait: float = 0.0,
+    ) -> CycleReport:
+        """Read a gateway's meters (those read every ``minutes``, None: all; of ``only`` these
+        meters, if given) and act on them. A gateway another cycle holds is waited for up to
+        ``wait`` seconds, then reported busy."""
         started = time.monotonic()
-        begun: Begun = await self._begin(gateway_id, minutes)
+        begun = await self._take(gateway_id, minutes, only, wait)
         token, targets, retries = begun.token, begun.targets, begun.retries
         report = CycleReport(gateway=begun.code, meters=len(targets))
         if token is None:
@@ -602,17 +651,11 @@ class ReadingService:
             if remote is None:
                 raise NotFound("the meter is not a remote meter", field="meter")
             gateway_id = remote.gateway_id
-        deadline = time.monotonic() + wait
-        while True:
-            begun: Begun = await self._begin(gateway_id, None)
-            if begun.token is not None:
-                break
-            if time.monotonic() > deadline:
-                raise Conflict(
-                    f"the gateway is busy (held by {begun.holder}); try again shortly",
-                    field="meter",
-                )
-            await asyncio.sleep(0.5)
+        begun = await self._take(gateway_id, None, None, wait)
+        if begun.token is None:
+            raise Conflict(
+                f"the gateway is busy (held by {begun.holder}); try again shortly", field="meter"
+            )
         out = await self.send_now(begun, Action(meter_id, command, source="manual"), actor, reason)
         if "event" in out:
             await self.db(self.send_notices, [out["event"]])
@@ -644,6 +687,60 @@ class ReadingService:
         finally:
             await self._release(begun.gateway_id, token, "")
         return {k: v for k, v in results[0].items() if k != "action"}
+
+    # Prompt close after a sale ---------------------------------------------------------------
+
+    def due_to_restore(self, session: Session) -> dict[int, list[int]]:
+        """The meters to read at once, by gateway: tripped by the service, billed by the server,
+        their wallet's credit above the exhausted level again (a sale since the trip), and not
+        tried in the last :attr:`restore_after`."""
+        cutoff = self.clock() - self.restore_after
+        rows = session.execute(
+            select(RemoteMeter.gateway_id, RemoteMeter.meter_id)
+            .join(Meter, Meter.id == RemoteMeter.meter_id)
+            .join(Gateway, Gateway.id == RemoteMeter.gateway_id)
+            .join(
+                LedgerAccount,
+                and_(LedgerAccount.meter_id == Meter.id, LedgerAccount.purpose == "wallet"),
+            )
+            .where(
+                RemoteMeter.tripped == "auto",
+                RemoteMeter.billing == "server",
+                Meter.state == "active",
+                Gateway.enabled.is_(True),
+                # credit (-balance) above -overdraft: not exhausted, see fees.level_of
+                LedgerAccount.balance < func.coalesce(LedgerAccount.overdraft, 0),
+                or_(RemoteMeter.last_attempt_at.is_(None), RemoteMeter.last_attempt_at <= cutoff),
+            )
+            .order_by(RemoteMeter.gateway_id, RemoteMeter.meter_id)
+        )
+        due: dict[int, list[int]] = {}
+        for gateway_id, meter_id in rows:
+            due.setdefault(gateway_id, []).append(meter_id)
+        return due
+
+    def _due_in(self) -> dict[int, list[int]]:
+        with self.sessions() as session:
+            return self.due_to_restore(session)
+
+    async def restore(self) -> list[CycleReport]:
+        """Read now the meters :meth:`due_to_restore` lists, each gateway's in one short cycle:
+        their use is priced up to now and, with credit left, the relay closes. A gateway that is
+        busy is left to the next run (a cycle reading it closes them anyway)."""
+        due = await self.db(self._due_in)
+        if not due:
+            return []
+        reports = await asyncio.gather(*(self.cycle(gw, only=ids) for gw, ids in due.items()))
+        for report in reports:
+            closed = sum(c["what"] == "close" and c["status"] == "done" for c in report.commands)
+            log.info(
+                "restore on %s: %d read, %d closed%s",
+                report.gateway,
+                report.read,
+                closed,
+                " (busy)" if report.busy else "",
+            )
+        return list(reports)
 
     # Notices ---------------------------------------------------------------------------------
 
@@ -700,6 +797,15 @@ class ReadingService:
             max_instances=1,
         )
         scheduler.add_job(self.send_notices, "interval", minutes=5, id="notices", max_instances=1)
+        if self.restore_seconds > 0:
+            scheduler.add_job(
+                self.restore,
+                "interval",
+                seconds=self.restore_seconds,
+                id="restore",
+                max_instances=1,
+                coalesce=True,
+            )
         scheduler.start()
         return scheduler
 
@@ -726,7 +832,7 @@ class ReadingService:
                 "interval",
                 minutes=minutes,
                 args=[gateway_id],
-                kwargs={"minutes": minutes},
+                kwargs={"minutes": minutes, "wait": BUSY_WAIT},
                 id=job_id,
                 max_instances=1,
                 coalesce=True,
