@@ -488,7 +488,6 @@ class RemoteMeter(Base):
     no_trip_hours: Mapped[str | None] = mapped_column(String(11))
     no_trip_holidays: Mapped[bool] = mapped_column(default=True)
     # working state
-    last_reading_id: Mapped[int | None] = mapped_column(BigInteger)
     last_cumulative: Mapped[int | None] = mapped_column(BigInteger)
     last_read_at: Mapped[dt.datetime | None]
     priced_cumulative: Mapped[int | None] = mapped_column(BigInteger)
@@ -503,7 +502,8 @@ class RemoteMeter(Base):
     alarm_level: Mapped[int] = mapped_column(Integer, default=0)
     relay: Mapped[str | None] = mapped_column(String(8))
     relay_checked_at: Mapped[dt.datetime | None]
-    tripped: Mapped[str | None] = mapped_column(String(8))  # 'auto' or 'manual' while tripped
+    #: 'auto' or 'manual' while tripped (indexed: the service looks up its trips every few seconds)
+    tripped: Mapped[str | None] = mapped_column(String(8), index=True)
     exhausted_since: Mapped[dt.datetime | None]
     bypass: Mapped[bool] = mapped_column(default=False)
     recharge_count: Mapped[int] = mapped_column(Integer, default=0)

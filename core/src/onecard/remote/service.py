@@ -695,29 +695,39 @@ class ReadingService:
         their wallet's credit above the exhausted level again (a sale since the trip), and not
         tried in the last :attr:`restore_after`."""
         cutoff = self.clock() - self.restore_after
-        rows = session.execute(
-            select(RemoteMeter.gateway_id, RemoteMeter.meter_id)
-            .join(Meter, Meter.id == RemoteMeter.meter_id)
-            .join(Gateway, Gateway.id == RemoteMeter.gateway_id)
-            .join(
-                LedgerAccount,
-                and_(LedgerAccount.meter_id == Meter.id, LedgerAccount.purpose == "wallet"),
+        tripped = list(
+            session.scalars(  # few, through the index on tripped, before any join
+                select(RemoteMeter.meter_id).where(
+                    RemoteMeter.tripped == "auto",
+                    RemoteMeter.billing == "server",
+                    or_(
+                        RemoteMeter.last_attempt_at.is_(None),
+                        RemoteMeter.last_attempt_at <= cutoff,
+                    ),
+                )
             )
-            .where(
-                RemoteMeter.tripped == "auto",
-                RemoteMeter.billing == "server",
-                Meter.state == "active",
-                Gateway.enabled.is_(True),
-                # credit (-balance) above -overdraft: not exhausted, see fees.level_of
-                LedgerAccount.balance < func.coalesce(LedgerAccount.overdraft, 0),
-                or_(RemoteMeter.last_attempt_at.is_(None), RemoteMeter.last_attempt_at <= cutoff),
-            )
-            .order_by(RemoteMeter.gateway_id, RemoteMeter.meter_id)
         )
         due: dict[int, list[int]] = {}
-        for gateway_id, meter_id in rows:
-            due.setdefault(gateway_id, []).append(meter_id)
-        return due
+        for start in range(0, len(tripped), 500):
+            rows = session.execute(
+                select(RemoteMeter.gateway_id, RemoteMeter.meter_id)
+                .join(Meter, Meter.id == RemoteMeter.meter_id)
+                .join(Gateway, Gateway.id == RemoteMeter.gateway_id)
+                .join(
+                    LedgerAccount,
+                    and_(LedgerAccount.meter_id == Meter.id, LedgerAccount.purpose == "wallet"),
+                )
+                .where(
+                    RemoteMeter.meter_id.in_(tripped[start : start + 500]),
+                    Meter.state == "active",
+                    Gateway.enabled.is_(True),
+                    # credit (-balance) above -overdraft: not exhausted, see fees.level_of
+                    LedgerAccount.balance < func.coalesce(LedgerAccount.overdraft, 0),
+                )
+            )
+            for gateway_id, meter_id in rows:
+                due.setdefault(gateway_id, []).append(meter_id)
+        return {gateway_id: sorted(ids) for gateway_id, ids in sorted(due.items())}
 
     def _due_in(self) -> dict[int, list[int]]:
         with self.sessions() as session:
