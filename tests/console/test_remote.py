@@ -24,7 +24,15 @@ from onecard.audit import Actor
 from onecard.errors import Conflict
 from onecard.fleet.server import Fleet
 from onecard.fleet.sim import SimMeter
-from onecard.models import AuditEvent, Gateway, Meter, MeterEvent, RelayCommand, RemoteMeter
+from onecard.models import (
+    AuditEvent,
+    Gateway,
+    Meter,
+    MeterEvent,
+    Office,
+    RelayCommand,
+    RemoteMeter,
+)
 from onecard.operators import create_operator
 from onecard.remote import inventory
 from onecard.remote.service import ReadingService
@@ -182,7 +190,9 @@ def test_list_shows_the_offices_meters_with_their_state_and_gateways(buses: Buse
     assert 'data-gateway="g-east"' in boss and 'data-gateway="g-west"' in boss
 
 
-def test_a_meter_at_no_premises_is_for_operators_of_every_office(buses: Buses) -> None:
+def test_a_meter_at_no_premises_belongs_to_its_gateways_office(buses: Buses) -> None:
+    """A meter at no premises (a spare, a public-area meter) is for operators of every office
+    while its gateway has no office, and for its gateway's office once it has one."""
     with buses.rt.sessions() as s, s.begin():
         spare = Meter(kind="electric", serial="E5555")  # imported, not yet given to a customer
         s.add(spare)
@@ -196,6 +206,17 @@ def test_a_meter_at_no_premises_is_for_operators_of_every_office(buses: Buses) -
     line = row(boss.get(LIST).get_data(as_text=True), "data-meter", "electric:E5555")
     assert "#6" in text(line) and "never read" in text(line) and "—" in text(line)
     assert boss.get("/console/remote/meters/electric:E5555").status_code == 200
+
+    with buses.rt.sessions() as s, s.begin():
+        gateway = inventory.get_gateway(s, "g-east")
+        gateway.office_id = s.scalar(select(Office.id).where(Office.code == "E01"))
+    assert 'data-meter="electric:E5555"' in east.get(LIST).get_data(as_text=True)
+    assert east.get("/console/remote/meters/electric:E5555").status_code == 200
+    page = login(buses.app, "mgr").get("/console/remote/meters/electric:E5555")
+    assert 'id="commands"' in page.get_data(as_text=True)  # E01's manager controls it
+    west = login(buses.app, "west")
+    assert "E5555" not in west.get(LIST).get_data(as_text=True)
+    assert west.get("/console/remote/meters/electric:E5555").status_code == 403
 
 
 def test_list_filters_by_gateway_stale_and_alarm(buses: Buses) -> None:

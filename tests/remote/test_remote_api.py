@@ -12,9 +12,10 @@ from onecard.fleet.server import Fleet
 from onecard.fleet.sim import SimClock
 from onecard.ledger.verify import verify
 from onecard.models import AuditEvent, RelayCommand, RemoteRecharge
+from onecard.remote import inventory
 from onecard.web import EXTENSION
 
-from .conftest import START, attach_meter, meter
+from .conftest import ACTOR, START, attach_meter, meter
 
 
 def test_gateway_counts_are_the_operators_own(app) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
@@ -148,3 +149,51 @@ def test_remote_recharge_through_the_api(app) -> None:  # type: ignore[no-untype
             actions = [a.action for a in s.scalars(select(AuditEvent).order_by(AuditEvent.id))]
             assert actions.count("meter.recharge") == 1
             assert verify(s).ok
+
+
+def test_a_meter_at_no_premises_is_run_by_its_gateways_office(app) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """A public-area meter (imported with no customer) on a gateway of E01 is listed, counted and
+    controlled by E01 and audited there, but has no one to sell to; on a gateway of no office it
+    is for operators of every office only."""
+    rt = app.extensions[EXTENSION]
+    fleet = Fleet(SimClock(START))
+    public, spare = meter("4"), meter("5")
+    fleet.add_port(
+        "bus", rt.utilities.get("electric").protocols.get("modbus"), meters=[public, spare]
+    )
+    with fleet.running():
+        port = fleet.ports["bus"].port
+        text = (
+            "gateway,transport,host,port,office,meter,kind,protocol,address,model\n"
+            f"pub,tcp,127.0.0.1,{port},E01,P0001,electric,modbus,4,acrel-ddsy1352\n"
+            f"nowhere,tcp,127.0.0.1,{port},,P0002,electric,modbus,5,acrel-ddsy1352\n"
+        )
+        with rt.sessions() as s, s.begin():
+            inventory.import_csv(s, ACTOR, rt.utilities, text)
+        east, west, mgr, boss = (client_for(app, w) for w in ("east", "west", "mgr", "boss"))
+
+        def listed(client):  # type: ignore[no-untyped-def]
+            meters = [m["meter"] for m in client.get("/api/v1/remote/meters").json["meters"]]
+            gateways = client.get("/api/v1/remote/gateways").json["gateways"]
+            return meters, [(g["code"], g["meters"]) for g in gateways]
+
+        assert listed(east) == (["electric:P0001"], [("pub", 1)])
+        assert listed(west) == ([], [])
+        assert listed(boss) == (
+            ["electric:P0002", "electric:P0001"],
+            [("nowhere", 1), ("pub", 1)],
+        )
+        r = mgr.post("/api/v1/remote/meters/P0001/trip", json={"reason": "stairwell rewiring"})
+        assert r.status_code == 200 and r.json["relay"] == "open" and not public.relay_closed
+        r = mgr.post("/api/v1/remote/meters/P0002/trip", json={"reason": "x"})
+        assert r.status_code == 403 and spare.relay_closed  # no office: not E01's to control
+        r = east.post(
+            "/api/v1/remote/meters/P0001/recharges",
+            json={"amount_fen": 5000, "idempotency_key": "pub-1"},
+        )
+        assert r.status_code == 422 and r.json["field"] == "meter", r.json
+        assert "no customer" in r.json["message"]
+        with rt.sessions() as s:
+            trip = s.scalars(select(AuditEvent).where(AuditEvent.action == "meter.trip")).one()
+            assert (trip.office_id, trip.customer_id) == (app.config["WORLD"].office_id, None)
+            assert s.scalars(select(RemoteRecharge)).all() == []

@@ -110,8 +110,8 @@ def describe_meters(
     stale: bool = False,
     offices: Collection[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """The remote meters and their state, by gateway and bus address; only those of
-    ``offices`` (the office of a meter's premises, :func:`service.meter_office`) unless None."""
+    """The remote meters and their state, by gateway and bus address; only those ``offices``
+    run (:func:`inventory.running_office`) unless None."""
     q = (
         select(RemoteMeter, Meter, Gateway.code)
         .join(Meter, Meter.id == RemoteMeter.meter_id)
@@ -119,8 +119,8 @@ def describe_meters(
         .order_by(Gateway.code, RemoteMeter.address)
     )
     if offices is not None:
-        q = q.join(Premises, Premises.id == Meter.premises_id).where(
-            Premises.office_id.in_(list(offices))
+        q = q.outerjoin(Premises, Premises.id == Meter.premises_id).where(
+            inventory.running_office().in_(list(offices))
         )
     if gateway:
         q = q.where(Gateway.code == gateway)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
 from onecard.audit import Actor, record
@@ -543,16 +543,37 @@ def _meter_for_row(
     return meter
 
 
+def running_office() -> ColumnElement[int | None]:
+    """SQL for the office that runs a remote meter: that of its premises, where its customer
+    buys; for a meter at no premises (a public-area meter, say), that of its gateway. NULL: no
+    office, for operators of every office only. The query joins :class:`RemoteMeter` to
+    :class:`Gateway` and outer-joins :class:`Meter` to :class:`Premises`."""
+    return func.coalesce(Premises.office_id, Gateway.office_id)
+
+
+def office_of(session: Session, meter_id: int) -> int | None:
+    """The office that runs the meter (:func:`running_office`): who sees and controls it. A
+    meter on no gateway has its premises' office."""
+    return session.scalar(
+        select(running_office())
+        .select_from(Meter)
+        .outerjoin(Premises, Premises.id == Meter.premises_id)
+        .outerjoin(RemoteMeter, RemoteMeter.meter_id == Meter.id)
+        .outerjoin(Gateway, Gateway.id == RemoteMeter.gateway_id)
+        .where(Meter.id == meter_id)
+    )
+
+
 def gateways_seen_by(session: Session, offices: Collection[int]) -> set[str]:
     """The codes of the gateways an operator of ``offices`` sees: those of the offices, and
-    those carrying a meter of the offices' customers (premises)."""
+    those carrying a meter the offices run (:func:`running_office`)."""
     scope = list(offices)
     carrying = (
         select(Gateway.code)
         .join(RemoteMeter, RemoteMeter.gateway_id == Gateway.id)
         .join(Meter, Meter.id == RemoteMeter.meter_id)
-        .join(Premises, Premises.id == Meter.premises_id)
-        .where(Premises.office_id.in_(scope))
+        .outerjoin(Premises, Premises.id == Meter.premises_id)
+        .where(running_office().in_(scope))
     )
     own = select(Gateway.code).where(Gateway.office_id.in_(scope))
     return set(session.scalars(carrying)) | set(session.scalars(own))
@@ -563,7 +584,7 @@ def describe_gateways(
 ) -> list[dict[str, Any]]:
     """The gateways with their link and counts of their meters (``meters``, ``stale``, ``alarm``:
     in alarm at any level). With ``offices``, only the gateways an operator of those offices
-    sees (:func:`gateways_seen_by`), counting only the meters of those offices' premises."""
+    sees (:func:`gateways_seen_by`), counting only the meters those offices run."""
     q = select(
         RemoteMeter.gateway_id,
         func.count(),
@@ -573,9 +594,10 @@ def describe_gateways(
     seen = None
     if offices is not None:
         q = (
-            q.join(Meter, Meter.id == RemoteMeter.meter_id)
-            .join(Premises, Premises.id == Meter.premises_id)
-            .where(Premises.office_id.in_(list(offices)))
+            q.join(Gateway, Gateway.id == RemoteMeter.gateway_id)
+            .join(Meter, Meter.id == RemoteMeter.meter_id)
+            .outerjoin(Premises, Premises.id == Meter.premises_id)
+            .where(running_office().in_(list(offices)))
         )
         seen = gateways_seen_by(session, offices)
     counts = {

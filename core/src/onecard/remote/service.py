@@ -64,7 +64,7 @@ from onecard.remote.fees import (
     Stored,
     store_outcomes,
 )
-from onecard.remote.inventory import link_of
+from onecard.remote.inventory import link_of, office_of
 from onecard.remote.types import (
     RELAY_COMMANDS,
     GatewayLink,
@@ -618,6 +618,7 @@ class ReadingService:
                 f"meter.{action.what}",
                 [f"meter:{meter.kind}:{meter.serial}" if meter else f"meter:{action.meter_id}"],
                 detail={"status": status, "relay_after": relay, "reason": reason},
+                office_id=office_of(session, action.meter_id),
                 customer_id=customer_id,
             )
 

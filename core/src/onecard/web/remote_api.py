@@ -32,7 +32,8 @@ def _meter(ref: str) -> Meter:
 
 
 def _office_of(meter: Meter) -> int | None:
-    return svc.meter_office(db(), meter.id)
+    """The office that runs the meter: who sees and controls it."""
+    return inventory.office_of(db(), meter.id)
 
 
 @remote_api.get("/gateways")
@@ -110,10 +111,16 @@ def recharge(ref: str) -> ResponseReturnValue:
     A retry with the same key returns the first recharge (200) and sells nothing again."""
     data = schemas.RemoteRechargeRequest().load(body())
     meter = _meter(ref)
-    office_id = _office_of(meter)
-    if office_id is None or not auth.grants().allows("sale.create", office_id):
+    runs = _office_of(meter)
+    if runs is None or not auth.grants().allows("sale.create", runs):
         # outside the operator's offices a meter is as good as unknown, as for a sale
         raise NotFound(f"no meter with serial {ref!r}", field="meter")
+    office_id = svc.meter_office(db(), meter.id)  # its customer's office takes the money
+    if office_id is None:
+        raise InvalidInput(
+            f"meter {ref} is at no customer's premises: there is no one to sell to",
+            field="meter",
+        )
     session = db()
     key = data["idempotency_key"]
     earlier = session.scalar(select(RemoteRecharge.id).where(RemoteRecharge.idempotency_key == key))

@@ -2,11 +2,11 @@
 events, relay commands and recharges, and the manual relay commands (trip, close, keep power,
 release).
 
-Reading needs ``customer.view``: a remote meter belongs to the office of its premises, as for the
-API, and only the meters of the operator's offices are listed or shown (a meter at no premises
-only to operators of every office). A command needs ``meter.control`` in the meter's office and
-a reason; it is sent as the API sends it (``make_service(runtime()).manual``), through the
-gateway's lease, and read back.
+Reading needs ``customer.view``: a remote meter belongs to the office of its premises, else to its
+gateway's (a meter at no premises), as for the API, and only the meters of the operator's offices
+are listed or shown (a meter of neither only to operators of every office). A command needs
+``meter.control`` in the meter's office and a reason; it is sent as the API sends it
+(``make_service(runtime()).manual``), through the gateway's lease, and read back.
 """
 
 from __future__ import annotations
@@ -74,9 +74,9 @@ class Row:
 
 
 def _office() -> Any:
-    """A meter's office: its premises' (where its customer buys), as for the API
-    (:func:`onecard.remote.service.meter_office`); None for a meter at no premises."""
-    return Premises.office_id
+    """A meter's office: its premises' (where its customer buys), else its gateway's, as for the
+    API (:func:`onecard.remote.inventory.running_office`); None for neither."""
+    return inventory.running_office()
 
 
 Q = TypeVar("Q", bound=Select[*tuple[Any, ...]])
