@@ -359,6 +359,10 @@ def test_trip_keep_release_close_against_the_emulator(buses: Buses) -> None:
         ("close", "done", "arrears paid"),
     ]
     assert audited(buses) == ["meter.trip", "meter.keep", "meter.release", "meter.close"]
+    customer = mgr.get(f"/console/customers/{buses.world.customer_number}")
+    history = text(section(customer.get_data(as_text=True), "history"))
+    assert "Meter relay closed mgr arrears paid" in history  # the counter sees why
+    assert history.index("Meter relay closed") < history.index("Meter tripped")  # newest first
     zh = login(buses.app, "mgr", lang="zh_CN")
     r = post(zh, EAST + "/trip", {"reason": "欠费"})
     assert r.status_code == 302

@@ -8,6 +8,7 @@ from decimal import Decimal
 from sqlalchemy import select
 from test_api import app, client_for, state, world  # noqa: F401  (fixtures)
 
+from onecard import lifecycle
 from onecard.fleet.server import Fleet
 from onecard.fleet.sim import SimClock
 from onecard.ledger.verify import verify
@@ -99,6 +100,13 @@ def test_trip_keep_close_through_the_api(app) -> None:  # type: ignore[no-untype
             assert commands == ["trip", "keep", "release"]
             actions = [a.action for a in s.scalars(select(AuditEvent).order_by(AuditEvent.id))]
             assert actions[-3:] == ["meter.trip", "meter.keep", "meter.release"]
+            # the customer's account history tells the counter what was done to the meter
+            history = lifecycle.account_history(s, app.config["WORLD"].customer_id)
+            assert [(e.action, e.detail["reason"], e.office_id) for e in history[:3]] == [
+                ("meter.release", "patient moved", app.config["WORLD"].office_id),
+                ("meter.keep", "patient at home", app.config["WORLD"].office_id),
+                ("meter.trip", "unpaid arrears", app.config["WORLD"].office_id),
+            ]
 
 
 def test_remote_recharge_through_the_api(app) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
@@ -148,6 +156,10 @@ def test_remote_recharge_through_the_api(app) -> None:  # type: ignore[no-untype
             assert (push.meter_id, push.amount, push.status) == (meter_id, 5000, "accepted")
             actions = [a.action for a in s.scalars(select(AuditEvent).order_by(AuditEvent.id))]
             assert actions.count("meter.recharge") == 1
+            history = lifecycle.account_history(s, app.config["WORLD"].customer_id)
+            assert [(e.action, e.objects) for e in history[:1]] == [
+                ("meter.recharge", ["meter:electric:E0001"])
+            ]
             assert verify(s).ok
 
 

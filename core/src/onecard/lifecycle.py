@@ -242,7 +242,8 @@ def ownership_history(session: Session, customer_id: int) -> list[dict[str, Any]
 
 
 def account_history(session: Session, customer_id: int, limit: int = 50) -> list[AuditEvent]:
-    """The lifecycle events of an account (opening, transfers, replacements, status), newest
+    """The lifecycle events of an account (opening, transfers, replacements, status, cards) and
+    what operators did to its remote meters (trip, close, keep power, release, recharge), newest
     first."""
     return list(
         session.scalars(
@@ -260,6 +261,11 @@ def account_history(session: Session, customer_id: int, limit: int = 50) -> list
                         "card.issue",
                         "card.reissue",
                         "card.lost",
+                        "meter.trip",
+                        "meter.close",
+                        "meter.keep",
+                        "meter.release",
+                        "meter.recharge",
                     )
                 ),
             )

@@ -961,13 +961,15 @@ def recharge(
     )
     session.add(push)
     session.flush()
+    meter = session.get(Meter, meter_id)
     record(
         session,
         actor,
         "meter.recharge",
-        [f"meter:{meter_id}"],
+        [f"meter:{meter.kind}:{meter.serial}" if meter else f"meter:{meter_id}"],
         detail={"amount": amount, "count": push.count, "key": idempotency_key},
         office_id=office_id,
+        customer_id=meter.premises.customer_id if meter and meter.premises else None,
     )
     return push
 
