@@ -442,12 +442,26 @@ def test_menu_link_for_operators_who_see_customers(
 
 
 def test_customer_page_shows_the_remote_meters(buses: Buses) -> None:
-    set_state(buses, buses.east_id, stale=True, relay="open", tripped="manual")
     number = buses.world.customer_number
+    page = login(buses.app, "east").get(f"/console/customers/{number}").get_data(as_text=True)
+    assert 'id="remote-events"' not in page  # never read: nothing happened yet
+    cycle(buses, "g-east")  # no credit in the wallet: exhausted, and tripped
+    set_state(buses, buses.east_id, stale=True)
     page = login(buses.app, "east").get(f"/console/customers/{number}").get_data(as_text=True)
     remote = section(page, "remote-meters")
     line = row(remote, "data-meter", "electric:E0001")
     assert f'href="{EAST}"' in line and "g-east" in text(line)
-    assert 'data-flag="stale"' in line and "Tripped by an operator" in text(line)
+    assert 'data-flag="stale"' in line and "Tripped for no credit" in text(line)
     assert "Open: supply cut" in text(line)
     assert "W0001" not in remote  # the water meter is a card meter
+    # why the supply is off, without leaving the customer's page
+    events = remote[remote.index('id="remote-events"') :]
+    assert re.findall(r'<tr data-event="([^"]+)" data-meter="electric:E0001"', events) == [
+        "trip",
+        "exhausted",
+    ]
+    words = text(events)
+    assert "Relay opened (tripped)" in words and "by the reading service" in words
+    assert "Credit exhausted" in words and "credit ¥0.00" in words
+    zh = login(buses.app, "east", lang="zh_CN").get(f"/console/customers/{number}")
+    assert "近期表计事件" in zh.get_data(as_text=True)

@@ -130,6 +130,12 @@ def show(number: str) -> ResponseReturnValue:
         "card": kit.allowed("card.issue", office) and customer.status == "active",
     }
     has_card = any(c.status == "active" and c.card_type == "user" for c in data["cards"])
+    remote = remote_meters(session_, [row["meter"].id for row in data["meters"]])
+    from onecard.console.views.remote import customer_events  # it imports this module
+
+    events = customer_events(
+        session_, [r["meter"] for r in data["meters"] if r["meter"].id in remote]
+    )
     return kit.render(
         "console/customer_show.html",
         c=customer,
@@ -140,7 +146,8 @@ def show(number: str) -> ResponseReturnValue:
         history=lifecycle.account_history(session_, customer.id),
         profiles=profile_options(session_, customer.office_id),
         readers=kit.reader_names(),
-        remote=remote_meters(session_, [row["meter"].id for row in data["meters"]]),
+        remote=remote,
+        remote_events=events,
         **context(),
     )
 

@@ -221,6 +221,23 @@ def event_detail(event: MeterEvent, kind: str) -> str:
     return "; ".join(parts)
 
 
+def customer_events(
+    session: Session, meters: Sequence[Meter], limit: int = RECENT
+) -> list[tuple[MeterEvent, Meter, str]]:
+    """The newest events of a customer's remote ``meters`` (alarms, trips and closes by the
+    reading service, a bypass, a stale meter), each with its meter and its detail in words."""
+    by_id = {m.id: m for m in meters}
+    if not by_id:
+        return []
+    found = session.scalars(
+        select(MeterEvent)
+        .where(MeterEvent.meter_id.in_(list(by_id)))
+        .order_by(MeterEvent.at.desc(), MeterEvent.id.desc())
+        .limit(limit)
+    )
+    return [(e, by_id[e.meter_id], event_detail(e, by_id[e.meter_id].kind)) for e in found]
+
+
 def context() -> dict[str, Any]:
     """Helpers the remote-meter templates use."""
     return {
